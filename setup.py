@@ -1,0 +1,93 @@
+"""speechft: Speech-FT for s3prl users.
+
+Besides the package and the `speechft` command, the install puts `speechft_upstream.pth` at the
+root of site-packages. Python runs its one import line at start-up; that line only adds a finder
+to sys.meta_path (see speechft_upstream/autoload.py), which applies s3prl compatibility fixes
+and registers the `speechft_*` upstreams when s3prl, torchaudio or huggingface_hub is imported.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+PTH = "speechft_upstream.pth"
+
+
+class BuildWithStartupHook(build_py):
+    """Place the .pth beside the package in the wheel (site-packages root once installed)."""
+
+    def run(self):
+        super().run()
+        self.copy_file(PTH, str(Path(self.build_lib) / PTH), preserve_mode=0)
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + [str(Path(self.build_lib) / PTH)]
+
+    def get_output_mapping(self):
+        mapping = super().get_output_mapping()
+        mapping[str(Path(self.build_lib) / PTH)] = PTH
+        return mapping
+
+
+class _StrategyWithStartupHook:
+    """Wraps setuptools' editable strategy so the editable wheel carries the .pth too."""
+
+    def __init__(self, strategy):
+        self._strategy = strategy
+
+    def __call__(self, wheel, files, mapping):
+        self._strategy(wheel, files, mapping)
+        wheel.writestr(PTH, Path(PTH).read_bytes())
+
+    def __enter__(self):
+        self._strategy.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._strategy.__exit__(*exc)
+
+
+cmdclass = {"build_py": BuildWithStartupHook}
+try:  # setuptools >= 64 (PEP 660); _select_strategy is the one seam it offers.
+    from setuptools.command.editable_wheel import editable_wheel
+
+    class EditableWithStartupHook(editable_wheel):
+        def _select_strategy(self, *args, **kwargs):
+            return _StrategyWithStartupHook(super()._select_strategy(*args, **kwargs))
+
+    cmdclass["editable_wheel"] = EditableWithStartupHook
+except ImportError:
+    pass
+
+version = {}
+exec(Path("speechft_upstream/__init__.py").read_text(), version)
+
+setup(
+    name="speechft",
+    version=version["__version__"],
+    description="Speech-FT for s3prl: stable fine-tuning, weight-space merging, SUPERB evaluation",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["speechft_upstream", "speechft_upstream.*"]),
+    package_data={"speechft_upstream": ["configs/*.yaml", "configs/**/*.yaml"]},
+    cmdclass=cmdclass,
+    # No torch pin: users keep the torch (and CUDA build) they have. s3prl 0.4.18 is the
+    # version the compatibility layer and patches/ are written against.
+    install_requires=[
+        "s3prl>=0.4.18,<0.5",
+        "torch>=1.13",
+        "torchaudio",
+        "soundfile>=0.12",
+        "pyyaml",
+        "tqdm",
+        "numpy",
+    ],
+    extras_require={
+        # What s3prl's downstream runner imports but does not declare.
+        "runner": ["tensorboardX", "pandas", "librosa", "catalyst"],
+        "test": ["pytest"],
+    },
+    entry_points={"console_scripts": ["speechft = speechft_upstream.cli:main"]},
+)

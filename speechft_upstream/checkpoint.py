@@ -1,0 +1,137 @@
+"""s3prl's converted checkpoint formats: safe reading, family detection, atomic writing.
+
+The only module that reads or writes checkpoint files. Everything is loaded with
+``weights_only=True`` and an explicit allow-list, so a file carrying a pickle payload is refused
+before anything in it runs.
+"""
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from speechft_upstream.errors import SpeechFTError
+
+# Top-level keys of each family's converted format (s3prl 0.4.18 upstream/<family>/convert.py).
+FORMATS = {
+    "hubert": ("task_cfg", "model_cfg", "model_weight", "dictionaries_symbols"),
+    "wav2vec2": ("task_cfg", "model_cfg", "model_weight"),
+    "wavlm": ("cfg", "model"),
+    "decoar2": ("model",),
+}
+FAMILIES = tuple(FORMATS)
+
+# What a runner checkpoint pickles besides tensors and builtins.
+RUNNER_ALLOWED = (argparse.Namespace,)
+
+
+def _check_readable(path):
+    path = Path(path)
+    if not path.exists():
+        raise SpeechFTError(f"{path}: no such file")
+    if path.is_dir():
+        raise SpeechFTError(f"{path}: is a directory, expected a checkpoint file")
+    if path.stat().st_size == 0:
+        raise SpeechFTError(f"{path}: empty file")
+    return path
+
+
+def load(path, allowed=(), mmap=True):
+    """torch.load with weights_only=True; every failure becomes one SpeechFTError line."""
+    import pickle
+
+    import torch
+
+    path = _check_readable(path)
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()
+        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
+        raise SpeechFTError(
+            f"{path}: refused to unpickle it (not plain weights; {detail.strip()}). "
+            "Only load files you trust."
+        ) from None
+    except RuntimeError as err:
+        if mmap and "mmap" in str(err):
+            return load(path, allowed, mmap=False)  # legacy (non-zip) files can't be mapped
+        raise SpeechFTError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {_first_line(err)})") from None
+    except (EOFError, ValueError, OSError) as err:
+        raise SpeechFTError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
+
+
+def _first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def detect_family(state, path="checkpoint"):
+    """The family whose converted format the loaded dict has, or a SpeechFTError."""
+    if not isinstance(state, dict):
+        raise SpeechFTError(f"{path}: not an s3prl converted checkpoint (top level is {type(state).__name__}, not a dict)")
+    keys = set(state)
+    if "model" in keys and keys & {"args", "optimizer_history", "task_state"}:
+        raise SpeechFTError(
+            f"{path}: looks like an original fairseq checkpoint; convert it to s3prl's format first"
+        )
+    for family, required in FORMATS.items():
+        if keys.issuperset(required) and not (family == "wav2vec2" and "dictionaries_symbols" in keys) \
+                and not (family == "decoar2" and keys & {"cfg", "model_weight"}):
+            return family
+    if {"Upstream", "Downstream", "Args"} <= keys:
+        raise SpeechFTError(
+            f"{path}: is an s3prl runner checkpoint, not an encoder; "
+            "take the encoder out with `speechft extract` first"
+        )
+    raise SpeechFTError(
+        f"{path}: not an s3prl converted checkpoint of a known family "
+        f"(top-level keys: {', '.join(sorted(map(str, keys))[:8])})"
+    )
+
+
+def weights(state, family):
+    """The parameter dict inside a converted checkpoint."""
+    return state["model_weight"] if family in ("hubert", "wav2vec2") else state["model"]
+
+
+def read_encoder(path, expect=None):
+    """Load a converted encoder checkpoint, check its family and that its weights are finite."""
+    import torch
+
+    state = load(path)
+    family = detect_family(state, path)
+    if expect is not None and family != expect:
+        raise SpeechFTError(f"{path}: is a {family} checkpoint, but a {expect} checkpoint is needed")
+    params = weights(state, family)
+    if not isinstance(params, dict) or not params:
+        raise SpeechFTError(f"{path}: holds no weights under its {family} weight key")
+    for name, value in params.items():
+        if not isinstance(value, torch.Tensor):
+            raise SpeechFTError(f"{path}: weight {name!r} is a {type(value).__name__}, not a tensor")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise SpeechFTError(f"{path}: weight {name!r} holds NaN or Inf values")
+    return state, family
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file in the same folder, then rename: never a partial file."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,85 @@
+"""`speechft <command>`: argument parsing only; each command is one call into the library."""
+
+import argparse
+import sys
+
+from speechft_upstream import __version__
+from speechft_upstream.errors import SpeechFTError
+
+
+def _make_tiny(args):
+    from speechft_upstream import tiny
+
+    path = tiny.write_tiny(args.arch, args.output, seed=args.seed)
+    print(f"wrote tiny {args.arch} (seed {args.seed}) to {path}")
+
+
+def _register(args):
+    from speechft_upstream import registry
+
+    if args.list:
+        entries = registry.read()
+        if not entries:
+            print(f"no registered upstreams ({registry.registry_path()})")
+        for name, info in sorted(entries.items()):
+            print(f"{name}\t{info['family']}\t{info['path']}")
+        return
+    if args.remove:
+        registry.remove(args.remove)
+        print(f"removed {args.remove!r} from {registry.registry_path()}")
+        return
+    if not args.name or not args.ckpt:
+        raise SpeechFTError("register needs NAME and CKPT (or --list / --remove NAME)")
+    info = registry.add(args.name, args.ckpt, force=args.force)
+    print(f"registered {args.name!r}: {info['family']} checkpoint {info['path']} "
+          f"(use -u {args.name} in s3prl's runner)")
+
+
+def _check(args):
+    from speechft_upstream import checkpoint
+
+    state, family = checkpoint.read_encoder(args.ckpt)
+    n = sum(t.numel() for t in checkpoint.weights(state, family).values())
+    print(f"{args.ckpt}: {family} checkpoint, {n:,} parameters, all finite")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="speechft",
+        description="Speech-FT for s3prl: stable fine-tuning, weight-space merging, evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"speechft {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("make-tiny", help="write a tiny random encoder in s3prl's converted format")
+    p.add_argument("--arch", required=True, choices=("hubert", "wav2vec2", "wavlm"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True, metavar="PATH")
+    p.set_defaults(func=_make_tiny)
+
+    p = sub.add_parser("register", help="name a checkpoint as an s3prl upstream (-u NAME)")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("ckpt", nargs="?", metavar="CKPT")
+    p.add_argument("--list", action="store_true", help="show registered names")
+    p.add_argument("--remove", metavar="NAME", help="forget a registered name")
+    p.add_argument("--force", action="store_true", help="replace an existing registration")
+    p.set_defaults(func=_register)
+
+    p = sub.add_parser("check", help="verify a converted checkpoint: readable, family, finite weights")
+    p.add_argument("ckpt", metavar="CKPT")
+    p.set_defaults(func=_check)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SpeechFTError as err:
+        print(f"speechft: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
