@@ -36,6 +36,19 @@ def _check_readable(path):
     return path
 
 
+def _check_container(path):
+    """Tell a foreign or truncated file apart before torch's unpickler sees it."""
+    import zipfile
+
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if head == b"PK":
+        if not zipfile.is_zipfile(path):
+            raise SpeechFTError(f"{path}: truncated or corrupt PyTorch checkpoint (incomplete zip archive)")
+    elif head[:1] != b"\x80":  # torch's legacy format is a bare pickle stream
+        raise SpeechFTError(f"{path}: not a PyTorch checkpoint (unrecognised file contents)")
+
+
 def load(path, allowed=(), mmap=True):
     """torch.load with weights_only=True; every failure becomes one SpeechFTError line."""
     import pickle
@@ -43,27 +56,31 @@ def load(path, allowed=(), mmap=True):
     import torch
 
     path = _check_readable(path)
+    _check_container(path)
     try:
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
+        text = str(err)
+        if "GLOBAL" not in text and "global" not in text:
+            raise SpeechFTError(f"{path}: not a PyTorch checkpoint ({_first_line(err)})") from None
+        detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln), "")
         raise SpeechFTError(
-            f"{path}: refused to unpickle it (not plain weights; {detail.strip()}). "
-            "Only load files you trust."
+            f"{path}: refused to unpickle it: it holds objects that are not plain weights "
+            f"({detail}); only files you trust should be loaded otherwise"
         ) from None
     except RuntimeError as err:
         if mmap and "mmap" in str(err):
             return load(path, allowed, mmap=False)  # legacy (non-zip) files can't be mapped
-        raise SpeechFTError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {_first_line(err)})") from None
-    except (EOFError, ValueError, OSError) as err:
-        raise SpeechFTError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
+        raise SpeechFTError(f"{path}: truncated or corrupt PyTorch checkpoint ({_first_line(err)})") from None
+    except Exception as err:  # torch's readers raise anything from EOFError to KeyError on bad bytes
+        raise SpeechFTError(f"{path}: truncated or corrupt PyTorch checkpoint ({type(err).__name__}: {_first_line(err)})") from None
 
 
 def _first_line(err):
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    # torch's messages run on for several sentences; the first says what went wrong.
+    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(err).__name__
 
 
 def detect_family(state, path="checkpoint"):

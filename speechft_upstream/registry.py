@@ -55,7 +55,16 @@ _stock_names = None  # s3prl's own hub names, captured before speechft adds any
 
 def _taken_names():
     """Names a registered name must not shadow: s3prl's own and speechft's entries."""
-    import s3prl.hub as hub
+    import logging
+
+    # s3prl warns about optional toolkits (ESPnet, ...) on hub import: noise for this command
+    quiet = logging.getLogger("s3prl")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        import s3prl.hub as hub
+    finally:
+        quiet.setLevel(level)
 
     from speechft_upstream.hubconf import ENTRIES
 

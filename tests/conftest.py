@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny models written to disk, an isolated registry, a runner launcher."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_CONFIG = REPO / "downstream_recipes" / "configs" / "example.yaml"
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry(tmp_path, monkeypatch):
+    """Every test gets its own registry file, in-process and in the subprocesses it starts."""
+    path = tmp_path / "registry.json"
+    monkeypatch.setenv("SPEECHFT_REGISTRY", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from speechft_upstream import tiny
+
+    folder = tmp_path_factory.mktemp("tiny")
+    for arch in tiny.TINY_ARCHS:
+        tiny.write_tiny(arch, folder / f"{arch}.pt", seed=0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_hubert(tiny_dir):
+    return tiny_dir / "hubert.pt"
+
+
+def run_py(args, cwd=None, env=None, timeout=600):
+    """Run the venv's Python with ``args``; returns the CompletedProcess (text, both streams)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=cwd, env=full_env, text=True,
+        capture_output=True, timeout=timeout,
+    )
+
+
+def runner(args, **kwargs):
+    """s3prl's unmodified downstream runner, as users start it."""
+    return run_py(["-m", "s3prl.run_downstream", *args], **kwargs)
+
+
+def train_args(upstream, expdir, ckpt=None, extra=()):
+    args = ["-m", "train", "-u", upstream, "-d", "example", "-c", EXAMPLE_CONFIG,
+            "-f", "--device", "cpu", "-p", expdir, *extra]
+    if ckpt is not None:
+        args += ["-k", ckpt]
+    return args
+
+
+def assert_ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+
+
+def error_lines(proc):
+    """The speechft error lines of a failed run (the rest is s3prl's own chatter)."""
+    return [line for line in proc.stderr.splitlines() if line.startswith("speechft: error:")]
