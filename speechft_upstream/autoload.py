@@ -19,6 +19,8 @@ WATCHED = (
     "huggingface_hub",  # s3prl imports names removed in huggingface_hub 1.0
     "s3prl",  # runner checkpoints need argparse.Namespace on torch's safe-load list
     "s3prl.hub",  # where `-u NAME` is looked up: add the speechft upstreams
+    "s3prl.schedulers",  # where scheduler names are looked up: add stable_finetuning_schedule
+    "s3prl.downstream.runner",  # stable fine-tuning's step budget; DDP on CPU
 )
 
 

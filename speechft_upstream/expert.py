@@ -10,7 +10,10 @@ import importlib
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+
 from speechft_upstream import checkpoint
+from speechft_upstream.finetune import stable
 from speechft_upstream.errors import SpeechFTError
 
 STOCK_EXPERTS = {
@@ -44,10 +47,22 @@ def expert_class(family):
     stock = importlib.import_module(STOCK_EXPERTS[family]).UpstreamExpert
 
     class Expert(stock):
-        def __init__(self, ckpt, settings=None, **kwargs):
+        def __init__(self, ckpt, settings=None, settings_source="-g settings", **kwargs):
             super().__init__(str(ckpt), **kwargs)
             self.speechft_family = family
             self.speechft_settings = dict(settings or {})
+            self.speechft_schedule = stable.StableSchedule(stable.read_beta(self.speechft_settings, settings_source))
+            cnn = stable.cnn_of(self)
+            if cnn is not None:
+                cnn.requires_grad_(False)  # now, before s3prl's runner wraps us in DDP
+
+        def forward(self, wavs):
+            # Only training forwards with autograd on count as steps; the runner's eval passes
+            # and the featurizer's probe run in eval mode or under no_grad.
+            if self.training and torch.is_grad_enabled() and self.speechft_schedule.next_forward_is_head_only():
+                with torch.no_grad():
+                    return super().forward(wavs)
+            return super().forward(wavs)
 
     Expert.__name__ = Expert.__qualname__ = f"SpeechFT{family.capitalize()}Expert"
     return Expert
@@ -57,4 +72,4 @@ def build(family, ckpt, model_config=None, **kwargs):
     """Check ``ckpt`` is a sound converted ``family`` checkpoint, then build the expert on it."""
     checkpoint.read_encoder(ckpt, expect=family)
     settings = read_settings(model_config)
-    return expert_class(family)(ckpt, settings=settings, **kwargs)
+    return expert_class(family)(ckpt, settings=settings, settings_source=str(model_config) if model_config else "-g settings", **kwargs)

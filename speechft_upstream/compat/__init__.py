@@ -97,6 +97,41 @@ def _fix_s3prl(s3prl):
     install_excepthook()
 
 
+def _add_schedules(schedulers):
+    from speechft_upstream.finetune.schedules import get_stable_finetuning_schedule
+
+    # s3prl looks schedulers up with eval(f"get_{name}") in this module's namespace
+    schedulers.get_stable_finetuning_schedule = get_stable_finetuning_schedule
+
+
+def _hook_runner(runner_module):
+    """Stable fine-tuning needs the runner's step budget; DDP must accept CPU modules (gloo)."""
+    Runner = runner_module.Runner
+    if getattr(Runner._get_upstream, "_speechft", False):
+        return
+    build_upstream = Runner._get_upstream
+
+    def _get_upstream(self):
+        from speechft_upstream.finetune.stable import attach_to_runner
+
+        entry = build_upstream(self)
+        attach_to_runner(entry, self.config, self.init_ckpt)
+        return entry
+
+    _get_upstream._speechft = True
+    Runner._get_upstream = _get_upstream
+
+    DDP = runner_module.DDP
+
+    def cpu_aware_ddp(module, device_ids=None, **kwargs):
+        # The runner always passes device_ids=[local_rank]; torch refuses that for CPU modules.
+        if all(p.device.type == "cpu" for p in module.parameters()):
+            device_ids = None
+        return DDP(module, device_ids=device_ids, **kwargs)
+
+    runner_module.DDP = cpu_aware_ddp
+
+
 def _register_upstreams(hub):
     from speechft_upstream import hubconf, registry
 
@@ -110,6 +145,8 @@ _FIXES = {
     "huggingface_hub": _fix_huggingface_hub,
     "s3prl": _fix_s3prl,
     "s3prl.hub": _register_upstreams,
+    "s3prl.schedulers": _add_schedules,
+    "s3prl.downstream.runner": _hook_runner,
 }
 
 

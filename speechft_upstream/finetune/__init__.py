@@ -1,0 +1,1 @@
+"""Step 1 of Speech-FT: fine-tuning θ0 into θ′ (stable fine-tuning, schedules, baselines)."""
