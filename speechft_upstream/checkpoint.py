@@ -57,8 +57,11 @@ def load(path, allowed=(), mmap=True):
 
     path = _check_readable(path)
     _check_container(path)
+    # safe_globals() removes its entries on exit: pass only the ones not already allowed
+    # globally, or a load would take argparse.Namespace off the list s3prl's runner relies on.
+    extra = [g for g in allowed if g not in torch.serialization.get_safe_globals()]
     try:
-        with torch.serialization.safe_globals(list(allowed)):
+        with torch.serialization.safe_globals(extra):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         text = str(err)

@@ -88,3 +88,15 @@ def test_tiny_is_deterministic(tmp_path):
     c = tiny.make_tiny("wavlm", seed=4)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_load_keeps_the_global_allow_list(tmp_path):
+    """A runner-checkpoint load must not take argparse.Namespace off torch's global list."""
+    import argparse
+
+    torch.serialization.add_safe_globals([argparse.Namespace])
+    path = tmp_path / "runner.ckpt"
+    torch.save({"Args": argparse.Namespace(a=1), "Upstream": {}}, path)
+    checkpoint.load(path, checkpoint.RUNNER_ALLOWED)
+    assert argparse.Namespace in torch.serialization.get_safe_globals()
+    assert torch.load(path, weights_only=True)["Args"].a == 1

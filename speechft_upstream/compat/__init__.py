@@ -105,31 +105,9 @@ def _add_schedules(schedulers):
 
 
 def _hook_runner(runner_module):
-    """Stable fine-tuning needs the runner's step budget; DDP must accept CPU modules (gloo)."""
-    Runner = runner_module.Runner
-    if getattr(Runner._get_upstream, "_speechft", False):
-        return
-    build_upstream = Runner._get_upstream
+    from speechft_upstream.compat import runner
 
-    def _get_upstream(self):
-        from speechft_upstream.finetune.stable import attach_to_runner
-
-        entry = build_upstream(self)
-        attach_to_runner(entry, self.config, self.init_ckpt)
-        return entry
-
-    _get_upstream._speechft = True
-    Runner._get_upstream = _get_upstream
-
-    DDP = runner_module.DDP
-
-    def cpu_aware_ddp(module, device_ids=None, **kwargs):
-        # The runner always passes device_ids=[local_rank]; torch refuses that for CPU modules.
-        if all(p.device.type == "cpu" for p in module.parameters()):
-            device_ids = None
-        return DDP(module, device_ids=device_ids, **kwargs)
-
-    runner_module.DDP = cpu_aware_ddp
+    runner.install(runner_module)
 
 
 def _register_upstreams(hub):
