@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from speechft_upstream import checkpoint
-from speechft_upstream.finetune import stable
+from speechft_upstream.finetune import baselines, stable
 from speechft_upstream.errors import SpeechFTError
 
 STOCK_EXPERTS = {
@@ -52,9 +52,16 @@ def expert_class(family):
             self.speechft_family = family
             self.speechft_settings = dict(settings or {})
             self.speechft_schedule = stable.StableSchedule(stable.read_beta(self.speechft_settings, settings_source))
+            l2 = baselines.read_l2(self.speechft_settings, settings_source)
+            lora = baselines.read_lora(self.speechft_settings, settings_source)
+            if l2 is not None and lora is not None:
+                raise SpeechFTError(f"{settings_source}: choose one baseline, l2 or lora, not both")
+            # Every requires_grad change happens now, before s3prl's runner wraps us in DDP.
+            self.speechft_lora = baselines.LoRA(self.model, lora) if lora else None
             cnn = stable.cnn_of(self)
             if cnn is not None:
-                cnn.requires_grad_(False)  # now, before s3prl's runner wraps us in DDP
+                cnn.requires_grad_(False)
+            self.speechft_l2 = baselines.L2TowardBase(self.model, l2) if l2 else None
 
         def forward(self, wavs):
             # Only training forwards with autograd on count as steps; the runner's eval passes
@@ -63,6 +70,19 @@ def expert_class(family):
                 with torch.no_grad():
                     return super().forward(wavs)
             return super().forward(wavs)
+
+        def state_dict(self, *args, **kwargs):
+            state = super().state_dict(*args, **kwargs)
+            if self.speechft_lora is None:
+                return state
+            prefix = (args[1] if len(args) > 1 else kwargs.get("prefix", "")) + "model."
+            return self.speechft_lora.dense_state(state, prefix)
+
+        def load_state_dict(self, state_dict, strict=True, **kwargs):
+            if self.speechft_lora is not None:
+                current = super().state_dict()
+                state_dict = self.speechft_lora.adapter_state(state_dict, "model.", current)
+            return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
     Expert.__name__ = Expert.__qualname__ = f"SpeechFT{family.capitalize()}Expert"
     return Expert

@@ -85,6 +85,14 @@ def attach_to_runner(entry, config, init_ckpt):
         accumulate=runner_cfg.get("gradient_accumulate_steps", 1) or 1,
         start_step=(init_ckpt or {}).get("Step", 0),
     )
+    penalty = getattr(expert, "speechft_l2", None)
+    if penalty is not None:
+        penalty.accumulate = schedule.accumulate
+        print(f"[speechft] baseline: L2 toward θ0, lambda {penalty.lam}")
+    lora = getattr(expert, "speechft_lora", None)
+    if lora is not None:
+        n = sum(p.numel() for p in expert.parameters() if p.requires_grad)
+        print(f"[speechft] baseline: LoRA on {len(lora.layers)} layers, {n:,} trainable encoder parameters")
     if schedule.beta > 0:
         resumed = f"; resuming after step {schedule.start_step}" if schedule.start_step else ""
         print(f"[speechft] stable fine-tuning: CNN frozen; head only for steps 1-{schedule.head_only_steps} "
