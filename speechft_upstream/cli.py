@@ -68,6 +68,9 @@ def build_parser():
     p = sub.add_parser("check", help="verify a converted checkpoint: readable, family, finite weights")
     p.add_argument("ckpt", metavar="CKPT")
     p.set_defaults(func=_check)
+    from speechft_upstream.finetune import unsupervised
+
+    unsupervised.add_parser(sub)
     return parser
 
 
