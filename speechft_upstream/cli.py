@@ -43,6 +43,22 @@ def _check(args):
     print(f"{args.ckpt}: {family} checkpoint, {n:,} parameters, all finite")
 
 
+def _merge(args):
+    from speechft_upstream.merge import run
+
+    options = {"base": args.base, "finetuned": args.finetuned, "alpha": args.alpha, "output": args.output,
+               "method": args.method, "weights": args.weights, "density": args.density, "seed": args.seed,
+               "layer_alpha": args.layer_alpha, "extrapolate": args.extrapolate, "force": args.force,
+               "register": args.register}
+    print(run.describe(*run.run(options, args.config)))
+
+
+def _info(args):
+    from speechft_upstream import info
+
+    print("\n".join(info.describe(args.ckpt)))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="speechft",
@@ -68,6 +84,33 @@ def build_parser():
     p = sub.add_parser("check", help="verify a converted checkpoint: readable, family, finite weights")
     p.add_argument("ckpt", metavar="CKPT")
     p.set_defaults(func=_check)
+
+    p = sub.add_parser("merge", help="θ̂ = θ0 + α·τ: merge fine-tuned checkpoints into θ0 (streamed)",
+                       description="Weight-space merging. Options override --config; the config also "
+                                   "takes the Speech-FT authors' keys (merge_method, alpha, base_model_name, "
+                                   "base_model_ckpt_path, finetune_model_paths, output_dir).")
+    p.add_argument("--base", metavar="THETA0", help="pre-trained checkpoint (s3prl converted format)")
+    p.add_argument("--finetuned", nargs="+", metavar="THETA_PRIME",
+                   help="fine-tuned checkpoints: converted format or s3prl runner dev-best.ckpt / states-*.ckpt")
+    p.add_argument("--alpha", metavar="A[,A...]", help="interpolation weight(s); several give one file each")
+    p.add_argument("-o", "--output", metavar="OUT.pt", help="output ({alpha} in the name is replaced)")
+    p.add_argument("--method", choices=("linear", "task_arithmetic", "ties", "dare"),
+                   help="linear (Speech-FT, default), task_arithmetic, ties, dare")
+    p.add_argument("--weights", metavar="W[,W...]", help="one weight per fine-tuned checkpoint")
+    p.add_argument("--density", type=float, help="fraction kept: ties (default 0.2), dare (default 0.1)")
+    p.add_argument("--seed", type=int, help="dare's random seed (default 0)")
+    p.add_argument("--layer-alpha", metavar="A,A,...|START:END",
+                   help="α per transformer layer (list) or linear over depth; --alpha covers the rest")
+    p.add_argument("--extrapolate", action="store_true", help="allow α outside [0, 1]")
+    p.add_argument("--force", action="store_true", help="replace existing outputs (and registrations)")
+    p.add_argument("--register", metavar="NAME", help="also register the output as upstream NAME")
+    p.add_argument("--config", metavar="merge.yaml", help="YAML merge config")
+    p.set_defaults(func=_merge)
+
+    p = sub.add_parser("info", help="family, parameter count and merge provenance of a checkpoint")
+    p.add_argument("ckpt", metavar="FILE")
+    p.set_defaults(func=_info)
+
     from speechft_upstream.finetune import unsupervised
 
     unsupervised.add_parser(sub)

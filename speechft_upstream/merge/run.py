@@ -1,0 +1,194 @@
+"""The merge command: θ̂ = θ0 + α·τ, one tensor at a time, written in θ0's converted format.
+
+Data flows one way: stream.Source (inputs, memory-mapped) → methods (arithmetic) →
+stream.StreamWriter (outputs). All outputs of one run (one per α) share the single pass over the
+inputs, and either all of them appear or none does.
+"""
+
+import signal
+import threading
+import torch
+
+from speechft_upstream.errors import SpeechFTError
+from speechft_upstream.merge import config as merge_config
+from speechft_upstream.merge import methods
+from speechft_upstream.merge.stream import Source, StreamWriter
+
+PROVENANCE_KEY = "speechft_provenance"
+
+# Tensors that serve only pre-training (targets, quantizer, masking) or a head: fine-tuning has no
+# business changing them and the upstream never uses them, so θ̂ keeps θ0's values.
+PRETRAINING_ONLY = {
+    "hubert": ("final_proj.", "label_embs_concat", "target_glu.", "mask_emb"),
+    "wav2vec2": ("final_proj.", "project_q.", "quantizer.", "target_glu.", "mask_emb"),
+    "wavlm": ("final_proj.", "label_embs_concat", "mask_emb"),
+    "decoar2": (),
+}
+
+
+def keeps_base(name, family):
+    return any(name == p or name.startswith(p) for p in PRETRAINING_ONLY.get(family, ()))
+
+
+def _resolve_base(path):
+    if "://" not in path:
+        return path
+    from s3prl.util.download import _urls_to_filepaths
+
+    return _urls_to_filepaths(path, refresh=False)
+
+
+def _first_difference(base, ft):
+    """How θ′'s parameters first differ from θ0's, walking θ0's order; None if names and shapes agree."""
+    for name, tensor in base.weights.items():
+        if name not in ft.weights:
+            return f"has no parameter {name!r}, which θ0 {base.path} has (shape {tuple(tensor.shape)})"
+        other = ft.weights[name]
+        if other.shape != tensor.shape:
+            return (f"parameter {name!r} has shape {tuple(other.shape)} but in θ0 {base.path} "
+                    f"it has shape {tuple(tensor.shape)}")
+    extra = next((n for n in ft.weights if n not in base.weights), None)
+    if extra is not None:
+        return (f"has parameter {extra!r} (shape {tuple(ft.weights[extra].shape)}), "
+                f"which θ0 {base.path} lacks")
+    return None
+
+
+def _check_compatible(base, finetuned):
+    """Same family, parameter names and shapes as θ0 in every θ′, before any output is created."""
+    for ft in finetuned:
+        difference = _first_difference(base, ft)
+        if ft.family is not None and ft.family != base.family:
+            detail = f"; first difference: it {difference}" if difference else ""
+            raise SpeechFTError(f"{ft.path}: is a {ft.family} checkpoint but θ0 {base.path} is "
+                                f"{base.family}{detail}")
+        if difference:
+            raise SpeechFTError(f"{ft.path}: {difference}: not the same architecture")
+
+
+def _n_layers(weights):
+    indices = {methods.layer_index(n) for n in weights}
+    indices.discard(None)
+    return max(indices) + 1 if indices else 0
+
+
+def _provenance(spec, base, finetuned, alpha, layer_alphas, kept, copied, merged):
+    from speechft_upstream import __version__
+
+    record = {
+        "tool": "speechft", "version": __version__, "method": spec.method, "alpha": alpha,
+        "layer_alpha": layer_alphas, "weights": spec.weights, "density": spec.density,
+        "seed": spec.seed if spec.method == "dare" else None, "family": base.family,
+        "base": {"path": str(base.path.resolve()), "sha256": base.sha256.result()},
+        "finetuned": [{"path": str(f.path.resolve()), "sha256": f.sha256.result(), "kind": f.kind}
+                      for f in finetuned],
+        "kept_from_base": kept, "copied_unchanged": copied, "merged": merged, **spec.source,
+    }
+    if isinstance(base.top.get(PROVENANCE_KEY), dict):
+        record["base_provenance"] = base.top[PROVENANCE_KEY]  # merging a merged model
+    return record
+
+
+def _check_finite(tensor, path, name):
+    if not methods.is_finite(tensor):
+        raise SpeechFTError(f"{path}: weight {name!r} holds NaN or Inf values")
+
+
+class _TermAsExit:
+    """SIGTERM unwinds like Ctrl-C, so the temporary outputs are removed on the way out."""
+
+    def __enter__(self):
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def merge(spec, progress=True):
+    """Run ``spec`` (a config.MergeSpec); returns the written paths, one per α."""
+    base = Source(_resolve_base(spec.base), allow_runner=False)
+    if spec.family is not None and base.family != spec.family:
+        raise SpeechFTError(f"{base.path}: is a {base.family} checkpoint, but the config names {spec.family}")
+    finetuned = [Source(p, allow_runner=True) for p in spec.finetuned]
+    _check_compatible(base, finetuned)
+    layer_alphas = merge_config.resolve_layer_alphas(spec, _n_layers(base.weights), base.path)
+    options = dict(weights=spec.weights, density=spec.density, seed=spec.seed)
+
+    from tqdm import tqdm
+
+    total = sum(t.numel() * t.element_size() for t in base.weights.values())
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="merging", disable=None if progress else True)
+    writers, kept, copied, merged = [], [], 0, 0
+    with _TermAsExit():
+        try:
+            writers = [StreamWriter(path) for path in spec.outputs]
+            refs = [{} for _ in writers]
+            for name, t0 in base.weights.items():
+                inputs = [ft.weights[name] for ft in finetuned]
+                _check_finite(t0, base.path, name)
+                for ft, t in zip(finetuned, inputs):
+                    _check_finite(t, ft.path, name)
+                if keeps_base(name, base.family) or not t0.is_floating_point():
+                    results, _ = [t0] * len(writers), kept.append(name)
+                elif all(t.dtype == t0.dtype and torch.equal(t, t0) for t in inputs):
+                    results, copied = [t0] * len(writers), copied + 1
+                else:
+                    alphas = [methods.alpha_for(name, a, layer_alphas) for a in spec.alphas]
+                    results = methods.merge(spec.method, t0, inputs, alphas, name=name, **options)
+                    for out, r, a in zip(spec.outputs, results, alphas):
+                        if not methods.is_finite(r):
+                            raise SpeechFTError(f"{out}: merged weight {name!r} (α = {a:g}) holds NaN or Inf "
+                                                "values; the inputs are finite, so α or the weights are too large")
+                    merged += 1
+                for writer, ref, result in zip(writers, refs, results):
+                    ref[name] = writer.add(result)
+                del results
+                base.release(t0)
+                for ft, t in zip(finetuned, inputs):
+                    ft.release(t)
+                bar.update(t0.numel() * t0.element_size())
+            bar.close()
+            weight_key = "model_weight" if base.family in ("hubert", "wav2vec2") else "model"
+            for writer, ref, alpha in zip(writers, refs, spec.alphas):
+                top = dict(base.top)
+                top[weight_key] = ref
+                top[PROVENANCE_KEY] = _provenance(spec, base, finetuned, alpha, layer_alphas, kept, copied, merged)
+                writer.finish(top)
+            return [writer.commit() for writer in writers]
+        except BaseException:
+            bar.close()
+            for writer in writers:
+                writer.abort()
+            raise
+
+
+def run(options, config=None, progress=True):
+    """The `speechft merge` command: build and check the spec, merge, optionally register."""
+    spec = merge_config.build(options, config)
+    written = merge(spec, progress=progress)
+    registered = []
+    if spec.register:
+        from speechft_upstream import registry
+
+        for path, alpha in zip(written, spec.alphas):
+            name = spec.register if len(written) == 1 else f"{spec.register}_alpha{alpha:g}".replace(".", "p")
+            registry.add(name, path, force=spec.force)
+            registered.append(name)
+    return spec, written, registered
+
+
+def describe(spec, written, registered):
+    lines = []
+    for path, alpha in zip(written, spec.alphas):
+        lines.append(f"wrote {path} ({spec.method}, α = {alpha:g}, from {len(spec.finetuned)} fine-tuned)")
+    for name in registered:
+        lines.append(f"registered upstream {name!r} (use -u {name} in s3prl's runner)")
+    return "\n".join(lines)

@@ -1,0 +1,253 @@
+"""Streamed checkpoint I/O for merging: inputs tensor by tensor, outputs record by record.
+
+Reading: each input is opened with ``checkpoint.load`` (weights_only, allow-list, memory-mapped),
+so nothing but the pickled metadata is read up front. Touched pages of a mapping count in the
+process's RSS until unmapped, so once a tensor has been merged its pages are handed back with
+madvise(MADV_DONTNEED); the mapping is private and never written, so a later touch simply reads
+the file again. Peak memory is then the interpreter plus a few tensors, not the checkpoints.
+
+Writing: torch's record-level zip writer (the one ``torch.save`` drives) takes each merged tensor
+as soon as it exists; the pickle that names the tensors is written last, laid out as torch.save
+lays it out, so ``torch.load`` (mmap or not, weights_only or not) reads the file like any other.
+Output goes to a temporary file in the target folder and is renamed only when complete.
+"""
+
+import collections
+import ctypes
+import hashlib
+import io
+import mmap
+import os
+import pickle
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from speechft_upstream import checkpoint
+from speechft_upstream.errors import SpeechFTError
+
+_MADV_DONTNEED = 4
+_PAGE = mmap.PAGESIZE
+_libc = None
+
+
+def _madvise(start, length):
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    _libc.madvise(start, length, _MADV_DONTNEED)
+
+
+def _mappings_of(path):
+    """Address ranges of this process's mappings of ``path`` (Linux /proc; empty elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return set()
+    st = os.stat(path)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
+    found = set()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) >= 5 and fields[3] == device and fields[4] == str(st.st_ino):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                found.add((start, end))
+    return found
+
+
+class Sha256:
+    """sha256 of a file, computed by a background thread (hashlib drops the GIL on big chunks).
+
+    Its sequential reads also act as read-ahead for the merge on a cold page cache.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._digest = None
+        self._error = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            digest = hashlib.sha256()
+            buffer = bytearray(8 << 20)
+            view = memoryview(buffer)
+            with open(self.path, "rb", buffering=0) as handle:
+                while n := handle.readinto(buffer):
+                    digest.update(view[:n])
+            self._digest = digest.hexdigest()
+        except OSError as err:
+            self._error = err
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise SpeechFTError(f"{self.path}: could not be read to hash it ({self._error})")
+        return self._digest
+
+
+class Source:
+    """One input: a converted checkpoint (θ0 or θ′) or an s3prl runner checkpoint (θ′ only).
+
+    ``weights`` maps parameter names (converted-format names, no ``model.`` prefix) to tensors
+    backed by the file; ``top`` is the loaded top-level dict; ``family`` is None for runner files.
+    """
+
+    def __init__(self, path, allow_runner):
+        self.path = Path(path)
+        before = _mappings_of(self.path) if self.path.is_file() else set()
+        state = checkpoint.load(self.path, checkpoint.RUNNER_ALLOWED if allow_runner else ())
+        self.sha256 = Sha256(self.path)
+        self._ranges = sorted(_mappings_of(self.path) - before)
+        self.top = state
+        if allow_runner and isinstance(state, dict) and "Upstream" in state and "Args" in state:
+            self.kind, self.family = "runner", None
+            self.weights = _runner_encoder(state, self.path)
+        else:
+            self.kind = "converted"
+            self.family = checkpoint.detect_family(state, self.path)
+            self.weights = checkpoint.weights(state, self.family)
+            if not isinstance(self.weights, dict) or not self.weights:
+                raise SpeechFTError(f"{self.path}: holds no weights under its {self.family} weight key")
+        for name, value in self.weights.items():
+            if not isinstance(value, torch.Tensor):
+                raise SpeechFTError(f"{self.path}: weight {name!r} is a {type(value).__name__}, not a tensor")
+
+    def release(self, tensor):
+        """Drop ``tensor``'s file pages from this process's memory (they stay in the page cache)."""
+        if not self._ranges or tensor.numel() == 0:
+            return
+        start = tensor.untyped_storage().data_ptr()
+        end = start + tensor.untyped_storage().nbytes()
+        for lo, hi in self._ranges:
+            a, b = max(start, lo), min(end, hi)
+            if a < b:
+                a -= a % _PAGE
+                b = min(hi, b + (-b % _PAGE))
+                _madvise(a, b - a)
+
+
+def _runner_encoder(state, path):
+    """The encoder inside an s3prl runner checkpoint: its expert's ``model.<param>`` entries."""
+    upstream = state["Upstream"]
+    if not isinstance(upstream, dict) or not upstream:
+        raise SpeechFTError(f"{path}: runner checkpoint holds no upstream weights (was it trained with -f?)")
+    encoder = {k[len("model."):]: v for k, v in upstream.items() if k.startswith("model.")}
+    if not encoder:
+        raise SpeechFTError(f"{path}: runner checkpoint's upstream has no 'model.' parameters; "
+                            "it does not come from a HuBERT / wav2vec 2.0 / WavLM / DeCoAR 2.0 expert")
+    return encoder
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+def _storage_type(dtype):
+    names = torch.storage._dtype_to_storage_type_map()
+    if dtype not in names:
+        raise SpeechFTError(f"cannot write tensors of dtype {dtype}")
+    return getattr(torch, names[dtype])
+
+
+class _StorageRef:
+    __slots__ = ("key", "dtype", "numel")
+
+    def __init__(self, key, dtype, numel):
+        self.key, self.dtype, self.numel = key, dtype, numel
+
+
+class TensorRef:
+    """Stands in for a tensor already written as a record; pickles exactly like that tensor."""
+
+    __slots__ = ("storage", "shape", "stride")
+
+    def __init__(self, storage, shape, stride):
+        self.storage, self.shape, self.stride = storage, tuple(shape), tuple(stride)
+
+    def __reduce_ex__(self, protocol):
+        return (torch._utils._rebuild_tensor_v2,
+                (self.storage, 0, self.shape, self.stride, False, collections.OrderedDict()))
+
+
+class StreamWriter:
+    """A checkpoint written record by record into a temporary file, renamed into place on commit."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self.tmp = Path(tmp)
+        self._file = os.fdopen(fd, "wb")
+        self._zip = torch._C.PyTorchFileWriter(self._file, True, 64)
+        self._keys = 0
+        self._stray = False
+        self._done = False
+
+    def _record(self, data, nbytes):
+        key = str(self._keys)
+        self._keys += 1
+        self._zip.write_record(f"data/{key}", data, nbytes)
+        return key
+
+    def add(self, tensor):
+        """Write ``tensor``'s bytes now; returns the stand-in to put in the object given to finish."""
+        tensor = tensor.detach().cpu().contiguous()
+        nbytes = tensor.numel() * tensor.element_size()
+        storage = tensor.untyped_storage()
+        if tensor.storage_offset() or storage.nbytes() != nbytes:
+            storage = tensor.clone().untyped_storage()  # a view into a larger storage: write only its part
+        key = self._record(storage if nbytes else b"", nbytes)
+        return TensorRef(_StorageRef(key, tensor.dtype, tensor.numel()), tensor.shape, tensor.stride())
+
+    def _persistent_id(self, obj):
+        if isinstance(obj, _StorageRef):
+            return ("storage", _storage_type(obj.dtype), obj.key, "cpu", obj.numel)
+        if isinstance(obj, torch.storage.TypedStorage):  # a real tensor elsewhere in the object
+            self._stray = True
+            untyped = obj._untyped_storage.cpu()
+            key = self._record(untyped, untyped.nbytes())
+            return ("storage", getattr(torch, obj._pickle_storage_type()), key, "cpu", obj._size())
+        return None
+
+    def finish(self, obj):
+        """Write the pickle and the archive's trailer, flush to disk; the file is not visible yet."""
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer, protocol=2)
+        pickler.persistent_id = self._persistent_id
+        pickler.dump(obj)
+        data = buffer.getvalue()
+        self._zip.write_record("data.pkl", data, len(data))
+        # The small records torch.save writes. Format version 1 promises storages stored in the
+        # order the pickle meets them, which stops being true if stray tensors were added above.
+        records = [(".storage_alignment", "64"), ("byteorder", sys.byteorder)]
+        if not self._stray:
+            records.insert(0, (".format_version", "1"))
+        for name, value in records:
+            self._zip.write_record(name, value, len(value))
+        self._zip.write_end_of_file()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+
+    def commit(self):
+        os.replace(self.tmp, self.path)
+        self._done = True
+        return self.path
+
+    def abort(self):
+        if self._done:
+            return
+        self._done = True
+        self._zip = None
+        try:
+            self._file.close()
+        except Exception:  # noqa: BLE001 - the file is being thrown away
+            pass
+        if self.tmp.exists():
+            self.tmp.unlink()
