@@ -111,6 +111,9 @@ def build_parser():
     p.add_argument("ckpt", metavar="FILE")
     p.set_defaults(func=_info)
 
+    from speechft_upstream import extract
+
+    extract.add_parser(sub)
     from speechft_upstream.finetune import unsupervised
 
     unsupervised.add_parser(sub)
