@@ -117,6 +117,9 @@ def build_parser():
     from speechft_upstream.finetune import unsupervised
 
     unsupervised.add_parser(sub)
+    from speechft_upstream.evaluate import score
+
+    score.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Evaluation helpers: the SUPERB score (score.py) and feature/weight analysis (analyze.py)."""
