@@ -120,6 +120,9 @@ def build_parser():
     from speechft_upstream.evaluate import score
 
     score.add_parser(sub)
+    from speechft_upstream.evaluate import analyze
+
+    analyze.add_parser(sub)
     return parser
 
 
