@@ -72,8 +72,8 @@ def _describe_provenance(record):
     for i, ft in enumerate(record.get("finetuned") or []):
         lines.append(f"  θ′[{i}]: {ft.get('path')}  sha256 {ft.get('sha256')}  ({ft.get('kind')})")
     kept = record.get("kept_from_base") or []
-    lines.append(f"  tensors: {record.get('merged')} merged, {record.get('copied_unchanged')} equal in all "
-                 f"inputs (copied), {len(kept)} kept from θ0" + (f" ({', '.join(kept)})" if kept else ""))
+    lines.append(f"  tensors: {record.get('merged')} merged, {record.get('copied_unchanged')} with τ = 0 "
+                 f"(θ0 copied), {len(kept)} kept from θ0" + (f" ({', '.join(kept)})" if kept else ""))
     if record.get("config"):
         lines.append(f"  config: {record['config']}")
     if isinstance(record.get("base_provenance"), dict):

@@ -347,3 +347,24 @@ def test_interrupted_merge_leaves_nothing(tmp_path, tiny_hubert, thetas, monkeyp
                   "--alpha", "0.1,0.5", "-o", str(out / "m.pt")])
     assert len(calls) == 10
     assert list(out.iterdir()) == []
+
+
+def test_half_precision_checkpoint_and_copied_tensors(tmp_path, tiny_hubert, thetas):
+    """fp16 inputs: arithmetic in float32, output in fp16; unchanged tensors are θ0's own bits."""
+    def to_half(src, dst):
+        state = torch.load(src, weights_only=True)
+        state["model_weight"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model_weight"].items()}
+        torch.save(state, dst)
+        return dst
+
+    base, ft = to_half(tiny_hubert, tmp_path / "b16.pt"), to_half(thetas[0], tmp_path / "f16.pt")
+    out = tmp_path / "m16.pt"
+    assert_ok(speechft("merge", "--base", base, "--finetuned", ft, "--alpha", "0.3", "-o", out))
+    b, t, m = load_weights(base), load_weights(ft), load_weights(out)
+    for name, t0 in b.items():
+        want = t0 if name.startswith(HEADS) else (t0.float() + 0.3 * (t[name].float() - t0.float())).half()
+        assert m[name].dtype == torch.float16 and torch.equal(m[name], want), name
+    record = torch.load(out, weights_only=True)["speechft_provenance"]
+    cnn = [n for n in b if n.startswith("feature_extractor.")]
+    assert record["copied_unchanged"] == len(cnn)  # stable fine-tuning leaves the CNN as it was
+    assert record["merged"] + record["copied_unchanged"] + len(record["kept_from_base"]) == len(b)

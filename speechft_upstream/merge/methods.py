@@ -32,31 +32,73 @@ def _check_weights(weights, n):
     return [float(w) for w in weights]
 
 
-def _sum(tensors):
-    total = tensors[0].clone()
-    for t in tensors[1:]:
-        total += t
+class Workspace:
+    """Reusable scratch buffers, one flat buffer per slot, grown to the largest tensor seen.
+
+    Fresh allocations of many MB cost page faults on every tensor (the allocator hands big blocks
+    back to the OS); merging into the same few buffers costs them once per run.
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, slot, like, dtype):
+        numel = like.numel()
+        buf = self._buffers.get((slot, dtype))
+        if buf is None or buf.numel() < numel:
+            buf = self._buffers[(slot, dtype)] = torch.empty(numel, dtype=dtype)
+        return buf[:numel].view(like.shape)
+
+
+def _weighted_sum(base, finetuned, weights, ws):
+    """Σ_i w_i·(θ′_i − θ0) added up in input order (weight 1: no multiply)."""
+    dtype = _compute_dtype(base)
+    ws = ws or Workspace()
+    b = base.to(dtype)
+    total = None
+    for i, t in enumerate(finetuned):
+        tau = torch.sub(t.to(dtype), b, out=ws.get(min(i, 1), base, dtype))
+        if weights is not None:
+            tau.mul_(weights[i])
+        if total is None:
+            total = tau
+        else:
+            total += tau
     return total
 
 
-def linear(base, finetuned, weights=None):
+def linear(base, finetuned, weights=None, ws=None):
     """Speech-FT: the (weighted) mean of the task vectors.
 
     Unweighted, it is the plain sum divided by n, added up in input order: exactly what
     ``sum(t - base for t in finetuned) / n`` gives in torch, so a reader can recompute it bit for bit.
     """
-    taus = _task_vectors(base, finetuned)
-    if weights is None:
-        return _sum(taus) / len(taus)
-    w = _check_weights(weights, len(taus))
-    return _sum([tau * wi for tau, wi in zip(taus, w)]) / sum(w)
+    if weights is not None:
+        weights = _check_weights(weights, len(finetuned))
+    total = _weighted_sum(base, finetuned, weights, ws)
+    divisor = len(finetuned) if weights is None else sum(weights)
+    return total if divisor == 1 else total.div_(divisor)  # x / 1 is x: skip a pass
 
 
-def task_arithmetic(base, finetuned, weights=None):
+def task_arithmetic(base, finetuned, weights=None, ws=None):
     """Ilharco et al. 2023: the weighted sum of the task vectors (weight 1 each by default)."""
-    taus = _task_vectors(base, finetuned)
-    w = [1.0] * len(taus) if weights is None else _check_weights(weights, len(taus))
-    return _sum([tau * wi for tau, wi in zip(taus, w)])
+    if weights is not None:
+        weights = _check_weights(weights, len(finetuned))
+    return _weighted_sum(base, finetuned, weights, ws)
+
+
+def _mean(taus, weights):
+    """The (weighted) mean of freshly computed task vectors (the first is added into in place)."""
+    if weights is None:
+        total = taus[0]
+        for tau in taus[1:]:
+            total += tau
+        return total if len(taus) == 1 else total / len(taus)
+    w = _check_weights(weights, len(taus))
+    total = taus[0] * w[0]
+    for tau, wi in zip(taus[1:], w[1:]):
+        total += tau * wi
+    return total / sum(w)
 
 
 def trim(tau, density):
@@ -116,16 +158,33 @@ def dare(base, finetuned, density=0.1, seeds=(0,), weights=None):
         raise ValueError(f"{len(seeds)} seeds for {len(finetuned)} fine-tuned models")
     taus = [drop_and_rescale(t, density, torch.Generator().manual_seed(s))
             for t, s in zip(_task_vectors(base, finetuned), seeds)]
-    if weights is None:
-        return _sum(taus) / len(taus)
-    w = _check_weights(weights, len(taus))
-    return _sum([tau * wi for tau, wi in zip(taus, w)]) / sum(w)
+    return _mean(taus, weights)
 
 
-def interpolate(base, tau, alpha):
+def interpolate(base, tau, alpha, ws=None):
     """θ0 + α·τ in θ0's dtype, as a multiply then an add (not a fused one), so the bits are the
     same as anyone writing the formula out in torch gets."""
-    return (base.to(tau.dtype) + alpha * tau).to(base.dtype)
+    out = torch.mul(tau, alpha, out=ws.get("out", tau, tau.dtype)) if ws is not None else tau * alpha
+    out += base  # addition commutes bit for bit; in place saves an allocation
+    return out.to(base.dtype)
+
+
+def task_vector(method, base, finetuned, name="", weights=None, density=None, seed=0, ws=None):
+    """The merged task vector τ of one tensor (θ̂ = θ0 + α·τ); ``name`` seeds DARE's masks.
+
+    With a Workspace ``ws``, linear and task_arithmetic return a view of its buffers: valid only
+    until the next call with the same workspace.
+    """
+    if method == "linear":
+        return linear(base, finetuned, weights, ws)
+    if method == "task_arithmetic":
+        return task_arithmetic(base, finetuned, weights, ws)
+    if method == "ties":
+        return ties(base, finetuned, DEFAULT_DENSITY["ties"] if density is None else density, weights)
+    if method == "dare":
+        seeds = [seed_for(seed, name, i) for i in range(len(finetuned))]
+        return dare(base, finetuned, DEFAULT_DENSITY["dare"] if density is None else density, seeds, weights)
+    raise ValueError(f"unknown merge method {method!r} (choose from {', '.join(METHODS)})")
 
 
 def merge(method, base, finetuned, alphas, name="", weights=None, density=None, seed=0):
@@ -133,18 +192,13 @@ def merge(method, base, finetuned, alphas, name="", weights=None, density=None, 
 
     For linear with one θ′ this is θ0 + α·(θ′ − θ0), the paper's (1−α)·θ0 + α·θ′.
     """
-    if method == "linear":
-        tau = linear(base, finetuned, weights)
-    elif method == "task_arithmetic":
-        tau = task_arithmetic(base, finetuned, weights)
-    elif method == "ties":
-        tau = ties(base, finetuned, DEFAULT_DENSITY["ties"] if density is None else density, weights)
-    elif method == "dare":
-        seeds = [seed_for(seed, name, i) for i in range(len(finetuned))]
-        tau = dare(base, finetuned, DEFAULT_DENSITY["dare"] if density is None else density, seeds, weights)
-    else:
-        raise ValueError(f"unknown merge method {method!r} (choose from {', '.join(METHODS)})")
+    tau = task_vector(method, base, finetuned, name, weights, density, seed)
     return [interpolate(base, tau, float(a)) for a in alphas]
+
+
+# Methods whose τ is NaN or Inf wherever an input is: for them checking the result checks the
+# inputs too. TIES trims and DARE drops entries, so a NaN there can vanish: check inputs first.
+PROPAGATES_NONFINITE = ("linear", "task_arithmetic")
 
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")

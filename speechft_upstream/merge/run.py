@@ -72,7 +72,7 @@ def _n_layers(weights):
     return max(indices) + 1 if indices else 0
 
 
-def _provenance(spec, base, finetuned, alpha, layer_alphas, kept, copied, merged):
+def _provenance(spec, base, finetuned, alpha, layer_alphas, counts):
     from speechft_upstream import __version__
 
     record = {
@@ -82,7 +82,8 @@ def _provenance(spec, base, finetuned, alpha, layer_alphas, kept, copied, merged
         "base": {"path": str(base.path.resolve()), "sha256": base.sha256.result()},
         "finetuned": [{"path": str(f.path.resolve()), "sha256": f.sha256.result(), "kind": f.kind}
                       for f in finetuned],
-        "kept_from_base": kept, "copied_unchanged": copied, "merged": merged, **spec.source,
+        "kept_from_base": counts["kept"], "copied_unchanged": len(counts["copied"]),
+        "merged": len(counts["merged"]), **spec.source,
     }
     if isinstance(base.top.get(PROVENANCE_KEY), dict):
         record["base_provenance"] = base.top[PROVENANCE_KEY]  # merging a merged model
@@ -92,6 +93,39 @@ def _provenance(spec, base, finetuned, alpha, layer_alphas, kept, copied, merged
 def _check_finite(tensor, path, name):
     if not methods.is_finite(tensor):
         raise SpeechFTError(f"{path}: weight {name!r} holds NaN or Inf values")
+
+
+def _merge_tensor(spec, name, t0, inputs, base, finetuned, alphas, options, ws, write):
+    """Merge one parameter and ``write(j, tensor)`` the result for each α; returns what was done.
+
+    Each pass over a tensor costs about as much as reading it, so the checks ride on work done
+    anyway: torch.equal stops at the first differing byte (so costs nothing for fine-tuned
+    tensors), and for methods that propagate NaN/Inf a finite result proves finite inputs; the
+    inputs are checked one by one only to name the culprit, or where a method could hide a NaN.
+    """
+    def check_inputs():
+        _check_finite(t0, base.path, name)
+        for ft, t in zip(finetuned, inputs):
+            _check_finite(t, ft.path, name)
+
+    if keeps_base(name, base.family) or not t0.is_floating_point():
+        check_inputs()
+        done, results = "kept", None
+    elif all(t.dtype == t0.dtype and torch.equal(t, t0) for t in inputs):  # False where NaN
+        done, results = "copied", None
+    else:
+        if spec.method not in methods.PROPAGATES_NONFINITE:
+            check_inputs()
+        tau = methods.task_vector(spec.method, t0, inputs, name=name, ws=ws, **options)
+        done, results = "merged", (methods.interpolate(t0, tau, float(a), ws) for a in alphas)
+    for j, (out, a) in enumerate(zip(spec.outputs, alphas)):
+        result = t0 if results is None else next(results)
+        if results is not None and not methods.is_finite(result):
+            check_inputs()
+            raise SpeechFTError(f"{out}: merged weight {name!r} (α = {a:g}) holds NaN or Inf values; "
+                                "the inputs are finite, so α or the weights are too large")
+        write(j, result)  # before the next α reuses the workspace buffer
+    return done
 
 
 class _TermAsExit:
@@ -126,31 +160,20 @@ def merge(spec, progress=True):
 
     total = sum(t.numel() * t.element_size() for t in base.weights.values())
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="merging", disable=None if progress else True)
-    writers, kept, copied, merged = [], [], 0, 0
+    writers, counts, ws = [], {"kept": [], "copied": [], "merged": []}, methods.Workspace()
     with _TermAsExit():
         try:
             writers = [StreamWriter(path) for path in spec.outputs]
             refs = [{} for _ in writers]
             for name, t0 in base.weights.items():
                 inputs = [ft.weights[name] for ft in finetuned]
-                _check_finite(t0, base.path, name)
-                for ft, t in zip(finetuned, inputs):
-                    _check_finite(t, ft.path, name)
-                if keeps_base(name, base.family) or not t0.is_floating_point():
-                    results, _ = [t0] * len(writers), kept.append(name)
-                elif all(t.dtype == t0.dtype and torch.equal(t, t0) for t in inputs):
-                    results, copied = [t0] * len(writers), copied + 1
-                else:
-                    alphas = [methods.alpha_for(name, a, layer_alphas) for a in spec.alphas]
-                    results = methods.merge(spec.method, t0, inputs, alphas, name=name, **options)
-                    for out, r, a in zip(spec.outputs, results, alphas):
-                        if not methods.is_finite(r):
-                            raise SpeechFTError(f"{out}: merged weight {name!r} (α = {a:g}) holds NaN or Inf "
-                                                "values; the inputs are finite, so α or the weights are too large")
-                    merged += 1
-                for writer, ref, result in zip(writers, refs, results):
-                    ref[name] = writer.add(result)
-                del results
+                alphas = [methods.alpha_for(name, a, layer_alphas) for a in spec.alphas]
+
+                def write(j, tensor):
+                    refs[j][name] = writers[j].add(tensor)
+
+                done = _merge_tensor(spec, name, t0, inputs, base, finetuned, alphas, options, ws, write)
+                counts[done].append(name)
                 base.release(t0)
                 for ft, t in zip(finetuned, inputs):
                     ft.release(t)
@@ -160,7 +183,7 @@ def merge(spec, progress=True):
             for writer, ref, alpha in zip(writers, refs, spec.alphas):
                 top = dict(base.top)
                 top[weight_key] = ref
-                top[PROVENANCE_KEY] = _provenance(spec, base, finetuned, alpha, layer_alphas, kept, copied, merged)
+                top[PROVENANCE_KEY] = _provenance(spec, base, finetuned, alpha, layer_alphas, counts)
                 writer.finish(top)
             return [writer.commit() for writer in writers]
         except BaseException:

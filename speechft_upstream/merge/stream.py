@@ -193,12 +193,18 @@ class StreamWriter:
         return key
 
     def add(self, tensor):
-        """Write ``tensor``'s bytes now; returns the stand-in to put in the object given to finish."""
+        """Write ``tensor``'s bytes now; returns the stand-in to put in the object given to finish.
+
+        The bytes are copied into the file before this returns, so ``tensor`` may be a scratch
+        buffer that is overwritten right after; only the tensor's own elements are written, even
+        when it is a view into a larger storage.
+        """
         tensor = tensor.detach().cpu().contiguous()
         nbytes = tensor.numel() * tensor.element_size()
         storage = tensor.untyped_storage()
-        if tensor.storage_offset() or storage.nbytes() != nbytes:
-            storage = tensor.clone().untyped_storage()  # a view into a larger storage: write only its part
+        if tensor.storage_offset():
+            storage = tensor.clone().untyped_storage()  # a view further into a storage: copy its part
+        # writes the first nbytes of the storage: the tensor's own elements, scratch buffer or not
         key = self._record(storage if nbytes else b"", nbytes)
         return TensorRef(_StorageRef(key, tensor.dtype, tensor.numel()), tensor.shape, tensor.stride())
 
