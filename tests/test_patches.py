@@ -5,7 +5,7 @@ works offline). The patched copy runs with the startup hook off (SPEECHFT_NO_AUT
 everything it needs must come from the patched source itself.
 """
 
-import filecmp
+import json
 import os
 import shutil
 import subprocess
@@ -177,21 +177,30 @@ assert not any(type(f).__name__ == "_PostImportFinder" for f in sys.meta_path), 
 print("s3prl", s3prl.__file__)
 print("runner", Runner._get_upstream.__code__.co_filename)
 print("hub", sorted(n for n in vars(s3prl.hub) if n.startswith("speechft_")))
+print("registered", hasattr(s3prl.hub, "my_tiny"))
 print("schedule", hasattr(s3prl.schedulers, "get_stable_finetuning_schedule"))
 print("torchaudio", hasattr(torchaudio, "set_audio_backend"), "torchaudio.sox_effects" in sys.modules)
 """
 
 
-def test_patched_source_stands_alone(patched):
+def register_tiny(registry, tiny_hubert):
+    """A `speechft register my_tiny ...` entry, written directly (no s3prl import in-process)."""
+    registry.write_text(json.dumps({"my_tiny": {"path": str(tiny_hubert), "family": "hubert"}}))
+
+
+def test_patched_source_stands_alone(patched, isolated_registry, tiny_hubert):
     """Hook off: the names, the schedule, the runner fixes and torchaudio all come from the patches."""
+    register_tiny(isolated_registry, tiny_hubert)
     proc = py(["-c", CHECK_PATCHED], patched_env(patched))
     assert_ok(proc)
     lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
     assert lines["s3prl"] == str(patched / "s3prl" / "__init__.py")
     assert lines["runner"] == str(patched / "s3prl" / "downstream" / "runner.py")
     assert lines["hub"] == str(["speechft_decoar2", "speechft_hubert", "speechft_wav2vec2", "speechft_wavlm"])
+    assert lines["registered"] == "True"
     assert lines["schedule"] == "True"
     assert lines["torchaudio"] == "True True"
+    assert "speechft: warning" not in proc.stderr
 
 
 def test_patched_source_without_speechft(patched):
@@ -203,14 +212,17 @@ def test_patched_source_without_speechft(patched):
     assert "speechft upstreams unavailable" not in proc.stderr
 
 
-def test_patched_source_with_the_hook_on(patched):
-    """Hook and patches together: the runner is patched once, not wrapped a second time."""
+def test_patched_source_with_the_hook_on(patched, isolated_registry, tiny_hubert):
+    """Hook and patches together: the runner is patched once, not wrapped a second time, and
+    registered names are added once (a second registry pass would warn that they shadow)."""
+    register_tiny(isolated_registry, tiny_hubert)
     env = patched_env(patched)
     del env["SPEECHFT_NO_AUTOLOAD"]
     code = CHECK_PATCHED.replace('assert not any(', 'assert any(').replace('"hook is on"', '"hook is off"')
     proc = py(["-c", code], env)
     assert_ok(proc)
     assert f"runner {patched / 's3prl' / 'downstream' / 'runner.py'}" in proc.stdout
+    assert "registered True" in proc.stdout and "speechft: warning" not in proc.stderr
 
 
 def _encoder(path):
@@ -252,3 +264,16 @@ def test_patched_runner_train_resume_evaluate(patched, tmp_path, tiny_hubert):
     assert_ok(proc)
     assert "test:" in proc.stderr
     assert not list(patched.rglob("__pycache__")), "runs must leave the patched tree as applied"
+
+
+def test_patched_runner_under_plain_torchrun(patched, tmp_path, tiny_hubert):
+    """torchrun straight into the patched runner on CPU: LOCAL_RANK read, gloo picked, DDP on CPU."""
+    env = dict(patched_env(patched), OMP_NUM_THREADS="1")
+    exp = tmp_path / "exp"
+    short = "config.runner.total_steps=2,,config.runner.save_step=2,,config.runner.eval_step=100"
+    proc = py(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+               "-m", "s3prl.run_downstream", "-m", "train", "-u", "speechft_hubert", "-k", tiny_hubert,
+               "-d", "example", "-c", EXAMPLE_CONFIG, "-f", "--device", "cpu", "-p", exp, "-o", short], env)
+    assert_ok(proc)
+    states = checkpoint.load(exp / "states-2.ckpt", allowed=checkpoint.RUNNER_ALLOWED)
+    assert states["WorldSize"] == 2 and states["Args"].local_rank == 0
