@@ -10,8 +10,17 @@ from speechft_upstream.errors import SpeechFTError
 def _make_tiny(args):
     from speechft_upstream import tiny
 
-    path = tiny.write_tiny(args.arch, args.output, seed=args.seed)
-    print(f"wrote tiny {args.arch} (seed {args.seed}) to {path}")
+    path = tiny.write_tiny_format(args.arch, args.output, seed=args.seed, fmt=args.format)
+    layout = {"s3prl": "s3prl's converted", "fairseq": "the original (fairseq / WavLM)"}[args.format]
+    print(f"wrote tiny {args.arch} (seed {args.seed}) in {layout} layout to {path}")
+
+
+def _convert(args):
+    from speechft_upstream import convert
+
+    family, path = convert.convert(args.ckpt, args.output, force=args.force)
+    print(f"converted {args.ckpt} ({family}) to s3prl's format: {path} "
+          f"(-u speechft_{family} -k {path}, or stock {family}_local)")
 
 
 def _register(args):
@@ -70,6 +79,9 @@ def build_parser():
     p = sub.add_parser("make-tiny", help="write a tiny random encoder in s3prl's converted format")
     p.add_argument("--arch", required=True, choices=("hubert", "wav2vec2", "wavlm"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("s3prl", "fairseq"), default="s3prl",
+                   help="s3prl's converted format (default), or the original layout: fairseq's "
+                        "checkpoint (hubert, wav2vec2) / Microsoft's WavLM file")
     p.add_argument("-o", "--output", required=True, metavar="PATH")
     p.set_defaults(func=_make_tiny)
 
@@ -123,6 +135,15 @@ def build_parser():
     from speechft_upstream.evaluate import analyze
 
     analyze.add_parser(sub)
+
+    p = sub.add_parser("convert", help="original fairseq HuBERT / wav2vec 2.0 or WavLM checkpoint -> s3prl's format",
+                       description="Converts without fairseq, reading the file safely (weights-only "
+                                   "unpickling with an explicit allow-list); the output equals s3prl's "
+                                   "own converter's (hubert_custom(ckpt, fairseq=True)).")
+    p.add_argument("ckpt", metavar="CKPT")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.pt")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT.pt")
+    p.set_defaults(func=_convert)
     return parser
 
 
