@@ -180,6 +180,13 @@ print("hub", sorted(n for n in vars(s3prl.hub) if n.startswith("speechft_")))
 print("registered", hasattr(s3prl.hub, "my_tiny"))
 print("schedule", hasattr(s3prl.schedulers, "get_stable_finetuning_schedule"))
 print("torchaudio", hasattr(torchaudio, "set_audio_backend"), "torchaudio.sox_effects" in sys.modules)
+import os, tempfile, torch
+from torchaudio.sox_effects import apply_effects_file  # as s3prl's datasets import it
+path = os.path.join(tempfile.mkdtemp(), "two_channels.wav")
+torchaudio.save(path, torch.rand(2, 32000) - 0.5, 32000)
+meta = torchaudio.info(path)
+wav, sr = apply_effects_file(path, [["channels", "1"], ["rate", "16000"], ["norm"], ["trim", "0", "0.5"]])
+print("audio", meta.num_channels, meta.num_frames, tuple(wav.shape), sr, round(float(wav.abs().max()), 4))
 """
 
 
@@ -200,6 +207,7 @@ def test_patched_source_stands_alone(patched, isolated_registry, tiny_hubert):
     assert lines["registered"] == "True"
     assert lines["schedule"] == "True"
     assert lines["torchaudio"] == "True True"
+    assert lines["audio"] == "2 32000 (1, 8000) 16000 1.0"  # soundfile I/O and the sox effects
     assert "speechft: warning" not in proc.stderr
 
 
