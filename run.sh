@@ -21,6 +21,10 @@ commands:
   test [ARGS]   set up .venv if needed, then run the tests (ARGS go to pytest,
                 e.g. ./run.sh test -m slow, ./run.sh test -k registry)
   setup         only create or update .venv
+  setup --fairseq
+                also build .venv-fairseq: .venv plus fairseq 0.12.2 (--no-deps, patched with
+                patches/fairseq/ to import on Python 3.11), hydra-core 1.3, omegaconf 2.3;
+                only needed to run fairseq itself (speechft convert does not need it)
   -h, --help    this help
 
 environment:
@@ -73,6 +77,46 @@ EOF
   echo "$want" > "$stamp"
 }
 
+# .venv-fairseq: its own site-packages (fairseq, hydra-core 1.3, omegaconf 2.3) first, then
+# .venv's through a .pth (site.addsitedir, so .venv's own .pth files, the speechft hook
+# included, still run). .venv keeps omegaconf 2.4; nothing in it changes.
+FAIRSEQ_VENV="$ROOT/.venv-fairseq"
+FAIRSEQ_VERSION="0.12.2"
+FAIRSEQ_DEPS=("hydra-core>=1.3,<1.4" "omegaconf>=2.3,<2.4" "bitarray" "sacrebleu>=1.4.12"
+              "regex" "cffi" "cython")
+
+setup_fairseq() {
+  local fpy="$FAIRSEQ_VENV/bin/python" stamp="$FAIRSEQ_VENV/.speechft-setup" want
+  want="$( (setup_hash; cat "$ROOT"/patches/fairseq/*.patch) | sha256sum | cut -d' ' -f1)"
+  if [[ -x "$fpy" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    say "fairseq ready in $FAIRSEQ_VENV"; return 0
+  fi
+  if [[ ! -x "$fpy" ]]; then
+    say "creating $FAIRSEQ_VENV on top of .venv"
+    "$("$PY" -c 'import sys; print(sys._base_executable)')" -m venv "$FAIRSEQ_VENV"
+  fi
+  "$fpy" -c 'import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"],
+    "_speechft_base_venv.pth").write_text(f"import site; site.addsitedir({sys.argv[1]!r})\n")' \
+    "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  say "installing fairseq $FAIRSEQ_VERSION into .venv-fairseq (first time: several minutes, it compiles)"
+  "$fpy" -m pip install --quiet --upgrade "pip>=24" setuptools wheel
+  "$fpy" -m pip install --quiet "${FAIRSEQ_DEPS[@]}"
+  # fairseq's own pins (hydra-core<1.1, omegaconf<2.1) do not install on Python 3.11: --no-deps.
+  # No fairseq wheel for Python 3.11 exists: build the sdist with patches/fairseq/ applied.
+  local sdist="$ROOT/.cache/sdist" src
+  mkdir -p "$sdist"
+  [[ -f "$sdist/fairseq-$FAIRSEQ_VERSION.tar.gz" ]] || "$fpy" -m pip download --quiet --no-deps \
+    --no-binary :all: --no-build-isolation "fairseq==$FAIRSEQ_VERSION" -d "$sdist"
+  src="$(mktemp -d)"
+  tar xzf "$sdist/fairseq-$FAIRSEQ_VERSION.tar.gz" -C "$src"
+  "$ROOT/patches/apply.sh" "$src/fairseq-$FAIRSEQ_VERSION"
+  "$fpy" -m pip install --quiet --no-deps --no-build-isolation "$src/fairseq-$FAIRSEQ_VERSION"
+  rm -rf "$src"
+  "$fpy" -c 'import fairseq, fairseq.checkpoint_utils, omegaconf, s3prl.hub
+print(f"[run.sh] fairseq {fairseq.__version__} ready (omegaconf {omegaconf.__version__}): .venv-fairseq/bin/python")'
+  echo "$want" > "$stamp"
+}
+
 demo() {
   local out="$ROOT/exp/demo"
   local cfg="$ROOT/downstream_recipes/configs/example.yaml"
@@ -94,7 +138,10 @@ demo() {
 cmd="${1:-}"
 case "$cmd" in
   -h|--help|help) usage ;;
-  setup) setup_venv ;;
+  setup)
+    setup_venv
+    if [[ "${2:-}" == "--fairseq" ]]; then setup_fairseq; fi
+    ;;
   test)
     shift
     setup_venv

@@ -88,6 +88,13 @@ setup(
         # What s3prl's downstream runner imports but does not declare.
         "runner": ["tensorboardX", "pandas", "librosa", "catalyst"],
         "test": ["pytest"],
+        # fairseq 0.12.2's runtime dependencies at versions that work on Python 3.11. fairseq
+        # itself cannot be an extra: its pins (hydra-core<1.1, omegaconf<2.1) do not install
+        # there, and no wheel for Python 3.11 exists. After this extra: unpack the 0.12.2 sdist,
+        # patches/apply.sh <its root>, pip install --no-deps --no-build-isolation <its root>
+        # (./run.sh setup --fairseq does all of it, in .venv-fairseq).
+        "fairseq": ["hydra-core>=1.3,<1.4", "omegaconf>=2.3,<2.4", "bitarray", "sacrebleu>=1.4.12",
+                    "regex", "cffi", "cython", "numpy", "tqdm", "torchaudio>=0.8.0"],
     },
     entry_points={"console_scripts": ["speechft = speechft_upstream.cli:main"]},
 )
