@@ -185,7 +185,7 @@ from torchaudio.sox_effects import apply_effects_file  # as s3prl's datasets imp
 path = os.path.join(tempfile.mkdtemp(), "two_channels.wav")
 torchaudio.save(path, torch.rand(2, 32000) - 0.5, 32000)
 meta = torchaudio.info(path)
-wav, sr = apply_effects_file(path, [["channels", "1"], ["rate", "16000"], ["norm"], ["trim", "0", "0.5"]])
+wav, sr = apply_effects_file(path, [["channels", "1"], ["rate", "16000"], ["trim", "0", "0.5"], ["norm"]])
 print("audio", meta.num_channels, meta.num_frames, tuple(wav.shape), sr, round(float(wav.abs().max()), 4))
 """
 
