@@ -68,6 +68,12 @@ def _info(args):
     print("\n".join(info.describe(args.ckpt)))
 
 
+def _export_hf(args):
+    from speechft_upstream import export_hf
+
+    print(export_hf.export(args.ckpt, args.outdir, force=args.force))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="speechft",
@@ -122,6 +128,12 @@ def build_parser():
     p = sub.add_parser("info", help="family, parameter count and merge provenance of a checkpoint")
     p.add_argument("ckpt", metavar="FILE")
     p.set_defaults(func=_info)
+
+    p = sub.add_parser("export-hf", help="write a HuggingFace transformers model folder (safetensors)")
+    p.add_argument("ckpt", metavar="CKPT")
+    p.add_argument("outdir", metavar="OUTDIR")
+    p.add_argument("--force", action="store_true", help="write into an existing non-empty folder")
+    p.set_defaults(func=_export_hf)
 
     from speechft_upstream import extract
 
