@@ -1,0 +1,186 @@
+# Shared body of the SUPERB task recipes (pr.sh, asr.sh, ks.sh, sid.sh, er.sh, ic.sh).
+# A task script sets these, then sources this file and calls `recipe_main "$@"`:
+#   TASK         short name (pr, asr, ...), also results.json's "task"
+#   DOWNSTREAM   s3prl's -d name
+#   CONFIG       the task's YAML (SUPERB defaults)
+#   METRIC       the name the runner prints ("<split> <metric>: <value>")
+#   HIGHER_IS_BETTER  true / false
+#   DEV_SPLIT    the split s3prl names its best checkpoint after (<dev>-best.ckpt)
+#   TEST_SPLIT   the split evaluate reports
+#   DATA_PATHS   array of "config.key=@DATA/..." (alternatives with |; @RECIPES = this folder)
+#   DATA_CHECK   array of paths under --data that must exist
+#   BATCH_KEYS   array of config keys --batch-size sets
+#   WORKER_KEYS  array of config keys --workers sets
+#   RUNNER_FLAGS array of extra flags for recipe_tool.py runner (--ctc for PR)
+#   DATA_LAYOUT  one line describing the data folder, for -h
+# Optional: task_option NAME VALUE (returns 0 when it took the option; may add to the array
+# TASK_OVERRIDES), task_usage (more -h lines), task_extra_results (KEY=VALUE lines for results.json).
+
+RECIPES="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(dirname "$RECIPES")"
+
+recipe_usage() {
+  cat <<EOF
+usage: $(basename "$0") finetune --ckpt THETA0 --data DIR --exp DIR [options]
+       $(basename "$0") evaluate --ckpt ENCODER --data DIR --exp DIR [options]
+
+SUPERB ${TASK^^} through s3prl's runner (-d $DOWNSTREAM, config $(basename "$CONFIG")).
+
+modes:
+  finetune   stable fine-tuning of THETA0 on this task (-f; head only for the first beta of
+             the steps, then encoder and head; stable_finetuning_schedule); at the end the
+             encoder theta' is written to EXP/theta_prime.pt (speechft extract)
+  evaluate   SUPERB protocol: frozen upstream, weighted sum of all layers, the task's standard
+             head; trains the head, evaluates the dev-best checkpoint (else the last one) on
+             '$TEST_SPLIT' and writes EXP/results.json
+
+options:
+  --upstream NAME    s3prl upstream (default speechft_hubert; any -u name, e.g. hubert_local)
+  --ckpt PATH        encoder checkpoint (-k); required for finetune
+  --data DIR         task data: $DATA_LAYOUT
+                     (full layout: downstream_recipes/README.md)
+  --exp DIR          experiment folder (the runner's -p)
+  --beta B           finetune: head-only fraction of the steps (default 0.1)
+  --steps N          total optimizer steps (default: the config's, SUPERB's)
+  --batch-size N     training batch size (default: the config's)
+  --lr LR            learning rate (default: evaluate the config's, finetune 1.0e-4)
+  --workers N        data loader workers (default: the config's)
+  --device DEV       cpu or cuda (default: cuda when available)
+  --nproc N          processes (torchrun, DDP; gloo on cpu) for training (default 1)
+  --seed N           runner seed (default 1337)
+  -o, --override S   more s3prl overrides, joined with ',,' (e.g. config.runner.log_step=10)
+EOF
+  if declare -F task_usage >/dev/null; then task_usage; fi
+  echo "  -h, --help         this help"
+}
+
+recipe_die() { echo "speechft: error: $*" >&2; exit 1; }
+
+recipe_python() {
+  if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON";
+  elif [[ -x "$REPO/.venv/bin/python" ]]; then echo "$REPO/.venv/bin/python";
+  else command -v python3 || command -v python; fi
+}
+
+recipe_main() {
+  local mode="${1:-}"
+  case "$mode" in
+    -h|--help|help) recipe_usage; return 0 ;;
+    finetune|evaluate) shift ;;
+    "") recipe_usage >&2; return 2 ;;
+    *) recipe_die "unknown mode '$mode' (finetune or evaluate; -h for help)" ;;
+  esac
+  local upstream=speechft_hubert ckpt="" data="" exp="" beta=0.1 steps="" batch="" lr="" workers=""
+  local device="" nproc=1 seed=1337 extra=""
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      -h|--help) recipe_usage; return 0 ;;
+      --upstream|--ckpt|--data|--exp|--beta|--steps|--batch-size|--lr|--workers|--device|--nproc|--seed|-o|--override)
+        [[ $# -ge 2 ]] || recipe_die "$1 needs a value"
+        case "$1" in
+          --upstream) upstream="$2" ;; --ckpt) ckpt="$2" ;; --data) data="$2" ;; --exp) exp="$2" ;;
+          --beta) beta="$2" ;; --steps) steps="$2" ;; --batch-size) batch="$2" ;; --lr) lr="$2" ;;
+          --workers) workers="$2" ;; --device) device="$2" ;; --nproc) nproc="$2" ;; --seed) seed="$2" ;;
+          -o|--override) extra="${extra:+$extra,,}$2" ;;
+        esac
+        shift 2 ;;
+      *)
+        if declare -F task_option >/dev/null && [[ $# -ge 2 ]] && task_option "$1" "$2"; then shift 2;
+        else recipe_die "unknown option '$1' (-h for help)"; fi ;;
+    esac
+  done
+  [[ -n "$data" ]] || recipe_die "--data DIR is required"
+  [[ -n "$exp" ]] || recipe_die "--exp DIR is required"
+  [[ -d "$data" ]] || recipe_die "$data: no such data folder"
+  local need
+  for need in "${DATA_CHECK[@]}"; do
+    [[ -e "$data/$need" ]] || recipe_die "$data: missing $need (${TASK^^} data layout: downstream_recipes/README.md)"
+  done
+  if [[ "$mode" == finetune ]]; then
+    [[ -n "$ckpt" ]] || recipe_die "finetune needs --ckpt THETA0 (the encoder to fine-tune)"
+  fi
+  [[ -z "$ckpt" || -f "$ckpt" ]] || recipe_die "$ckpt: no such checkpoint file"
+  [[ "$nproc" =~ ^[1-9][0-9]*$ ]] || recipe_die "--nproc must be a positive integer, got '$nproc'"
+  for v in "$steps" "$batch" "$workers" "$seed"; do
+    [[ -z "$v" || "$v" =~ ^[0-9]+$ ]] || recipe_die "'$v' is not a non-negative integer"
+  done
+
+  local py; py="$(recipe_python)"
+  if [[ -z "$device" ]]; then
+    device="$("$py" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')"
+  fi
+  mkdir -p "$exp"
+  exp="$(cd "$exp" && pwd)"
+  data="$(cd "$data" && pwd)"
+  [[ -z "$ckpt" ]] || ckpt="$(cd "$(dirname "$ckpt")" && pwd)/$(basename "$ckpt")"
+  if compgen -G "$exp/states-*.ckpt" >/dev/null || compgen -G "$exp/*-best.ckpt" >/dev/null; then
+    recipe_die "$exp: already holds runner checkpoints; use a new --exp folder"
+  fi
+
+  local tool=("$py" "$RECIPES/recipe_tool.py")
+  local ov_args=(--config "$CONFIG" --data "$data")
+  local item
+  for item in "${DATA_PATHS[@]}"; do ov_args+=(--data-path "$item"); done
+  for item in "${BATCH_KEYS[@]}"; do ov_args+=(--batch-key "$item"); done
+  for item in "${WORKER_KEYS[@]}"; do ov_args+=(--workers-key "$item"); done
+  [[ -z "$steps" ]] || ov_args+=(--steps "$steps")
+  [[ -z "$batch" ]] || ov_args+=(--batch-size "$batch")
+  [[ -z "$workers" ]] || ov_args+=(--workers "$workers")
+  if [[ "$mode" == finetune ]]; then
+    ov_args+=(--lr "${lr:-1.0e-4}" --scheduler stable_finetuning_schedule)
+  elif [[ -n "$lr" ]]; then
+    ov_args+=(--lr "$lr")
+  fi
+  for item in ${TASK_OVERRIDES[@]+"${TASK_OVERRIDES[@]}"}; do ov_args+=(--extra "$item"); done
+  [[ -z "$extra" ]] || ov_args+=(--extra "$extra")
+  local overrides; overrides="$("${tool[@]}" overrides "${ov_args[@]}")" || exit 1
+
+  local train=(-m train -u "$upstream" -d "$DOWNSTREAM" -c "$CONFIG" -p "$exp" --device "$device"
+               --seed "$seed" -o "$overrides")
+  [[ -z "$ckpt" ]] || train+=(-k "$ckpt")
+  if [[ "$mode" == finetune ]]; then
+    "$py" - "$beta" "$exp/speechft.yaml" <<'EOF' || exit 1
+import sys
+try:
+    beta = float(sys.argv[1])
+except ValueError:
+    beta = -1
+if not 0 <= beta < 1:
+    sys.exit(f"speechft: error: --beta must be a number in [0, 1), got {sys.argv[1]!r}")
+open(sys.argv[2], "w").write(f"# speechft settings for -u speechft_*: stable fine-tuning\nbeta: {beta}\n")
+EOF
+    train+=(-f -g "$exp/speechft.yaml")
+  fi
+
+  # recipe_tool.py runner: s3prl's unmodified runner (torchrun-aware) plus the recipes' fixes
+  local run=("$RECIPES/recipe_tool.py" runner "${RUNNER_FLAGS[@]}" --cache-dir "$exp/cache" --)
+  local launcher=("$py")
+  if [[ "$nproc" -gt 1 ]]; then
+    launcher=("$py" -m torch.distributed.run --standalone --nproc_per_node "$nproc")
+  fi
+  echo "[${TASK}.sh] $mode: training (-d $DOWNSTREAM, $nproc process(es), log $exp/train.log)" >&2
+  set -o pipefail
+  "${launcher[@]}" "${run[@]}" "${train[@]}" 2>&1 | tee "$exp/train.log" \
+    || recipe_die "training failed (exit ${PIPESTATUS[0]}); see $exp/train.log"
+
+  local picked; picked="$("${tool[@]}" pick "$exp" --dev-split "$DEV_SPLIT")" || exit 1
+  if [[ "$mode" == finetune ]]; then
+    "$py" -m speechft_upstream.cli extract "$picked" --base "$ckpt" -o "$exp/theta_prime.pt" --force \
+      || recipe_die "could not extract theta' from $picked"
+    echo "[${TASK}.sh] theta' (from $(basename "$picked")): $exp/theta_prime.pt" >&2
+    return 0
+  fi
+
+  echo "[${TASK}.sh] evaluate: $(basename "$picked") on $TEST_SPLIT (log $exp/evaluate.log)" >&2
+  "$py" "${run[@]}" -m evaluate -e "$picked" -t "$TEST_SPLIT" --device "$device" 2>&1 \
+    | tee "$exp/evaluate.log" || recipe_die "evaluation failed; see $exp/evaluate.log"
+  local res_extra=()
+  if declare -F task_extra_results >/dev/null; then
+    while IFS= read -r item; do res_extra+=(--extra "$item"); done < <(task_extra_results)
+  fi
+  "${tool[@]}" result --log "$exp/evaluate.log" --task "$TASK" --metric "$METRIC" --split "$TEST_SPLIT" \
+    --upstream "$upstream" --runner-ckpt "$picked" --output "$exp/results.json" \
+    --higher-is-better "$HIGHER_IS_BETTER" ${ckpt:+--encoder-ckpt "$ckpt"} "${res_extra[@]}" >/dev/null \
+    || exit 1
+  echo "[${TASK}.sh] $TEST_SPLIT $METRIC = $("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["value"])' "$exp/results.json") -> $exp/results.json" >&2
+}

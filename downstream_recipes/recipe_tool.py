@@ -1,0 +1,234 @@
+"""Helpers behind downstream_recipes/common.sh (not a user command).
+
+    recipe_tool.py overrides ...        the runner's -o string for a recipe run
+    recipe_tool.py pick CONFIG EXP      the runner checkpoint to evaluate / extract
+    recipe_tool.py result ...           parse the test metric from a runner log, write results.json
+    recipe_tool.py runner [--ctc] [--cache-dir DIR] -- ARGS
+                                        s3prl's unmodified runner (torchrun-aware), with the fixes
+                                        recipes need: the ctc corpus package (PR), and the
+                                        voxceleb1 file-list cache moved out of s3prl's installed
+                                        package (it is keyed by split only, so a second data set
+                                        would silently reuse the first one's file list),
+                                        and with --catalyst-standin the one catalyst class the
+                                        speech_commands downstream imports, where catalyst 21.5
+                                        cannot import (Python >= 3.10: collections.MutableMapping)
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+RECIPES = Path(__file__).resolve().parent
+
+
+def fail(message):
+    print(f"speechft: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _path_value(template, data):
+    """'@DATA/x|@RECIPES/y': the first alternative that exists (the last one otherwise)."""
+    options = [t.replace("@DATA", str(data)).replace("@RECIPES", str(RECIPES)) for t in template.split("|")]
+    for option in options:
+        if os.path.exists(option):
+            return option
+    return options[-1]
+
+
+def overrides(args):
+    import yaml
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    items = []
+    for spec in args.data_path:
+        key, template = spec.split("=", 1)
+        value = os.path.abspath(_path_value(template, args.data))
+        if ",," in value or "=" in value or "'" in value:
+            fail(f"{value}: s3prl's -o cannot carry a path with ',,', '=' or a quote; use another folder name")
+        items.append(f"{key}={value!r}")
+    runner = config["runner"]
+    if args.steps is not None:
+        if args.steps <= 0:
+            fail(f"--steps must be a positive integer, got {args.steps}")
+        items.append(f"config.runner.total_steps={args.steps}")
+        for key in ("log_step", "eval_step", "save_step"):
+            if runner[key] > args.steps:
+                items.append(f"config.runner.{key}={args.steps}")
+    if args.batch_size is not None:
+        if args.batch_size <= 0:
+            fail(f"--batch-size must be a positive integer, got {args.batch_size}")
+        items += [f"{key}={args.batch_size}" for key in args.batch_key]
+    if args.workers is not None:
+        items += [f"{key}={args.workers}" for key in args.workers_key]
+    if args.lr is not None:
+        items.append(f"config.optimizer.lr={args.lr}")
+    if args.scheduler:
+        items.append(f"config.scheduler={{'name': {args.scheduler!r}}}")
+    items += [o for o in args.extra if o]
+    print(",,".join(items))
+
+
+def _step(path):
+    match = re.search(r"states-(\d+)\.ckpt$", str(path))
+    return int(match.group(1)) if match else -1
+
+
+def pick(args):
+    """dev-best checkpoint of the run (name from the dev split), else the last states-*.ckpt."""
+    exp = Path(args.exp)
+    best = [exp / f"{args.dev_split}-best.ckpt"] if args.dev_split else []
+    best += sorted(exp.glob("*-best.ckpt"))
+    for path in best:
+        if path.is_file():
+            print(path)
+            return
+    states = sorted(exp.glob("states-*.ckpt"), key=_step)
+    if not states:
+        fail(f"{exp}: the run left no checkpoint (no *-best.ckpt, no states-*.ckpt)")
+    print(states[-1])
+
+
+def result(args):
+    text = Path(args.log).read_text(errors="replace")
+    pattern = re.compile(rf"^{re.escape(args.split)} {re.escape(args.metric)}: ([-+0-9.eE]+|nan|inf)\s*$", re.M)
+    found = pattern.findall(text)
+    if not found:
+        fail(f"{args.log}: no '{args.split} {args.metric}: VALUE' line from the runner")
+    from speechft_upstream import checkpoint
+
+    states = checkpoint.load(args.runner_ckpt, allowed=checkpoint.RUNNER_ALLOWED)
+    results = {
+        "task": args.task,
+        "metric": args.metric,
+        "value": float(found[-1]),
+        "split": args.split,
+        "encoder_ckpt": os.path.abspath(args.encoder_ckpt) if args.encoder_ckpt else None,
+        "upstream": args.upstream,
+        "steps": int(states["Config"]["runner"]["total_steps"]),
+        "checkpoint_step": int(states["Step"]),
+        "runner_ckpt": os.path.abspath(args.runner_ckpt),
+        "higher_is_better": args.higher_is_better,
+    }
+    for item in args.extra:
+        key, value = item.split("=", 1)
+        results[key] = value
+    out = Path(args.output)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, out)
+    print(json.dumps(results))
+
+
+def _catalyst_standin():
+    """catalyst.data.sampler.DistributedSamplerWrapper without catalyst, if catalyst won't import."""
+    try:
+        from catalyst.data.sampler import DistributedSamplerWrapper  # noqa: F401
+        return
+    except Exception:  # catalyst 21.5 on Python >= 3.10 dies at import
+        pass
+    import types
+
+    from torch.utils.data import Dataset, DistributedSampler
+
+    class _FromSampler(Dataset):
+        def __init__(self, sampler):
+            self.indices = list(sampler)
+
+        def __getitem__(self, index):
+            return self.indices[index]
+
+        def __len__(self):
+            return len(self.indices)
+
+    class DistributedSamplerWrapper(DistributedSampler):
+        """Each process takes its share of a fresh draw of the wrapped sampler (catalyst's semantics)."""
+
+        def __init__(self, sampler, num_replicas=None, rank=None, shuffle=True):
+            super().__init__(_FromSampler(sampler), num_replicas=num_replicas, rank=rank, shuffle=shuffle)
+            self.sampler = sampler
+
+        def __iter__(self):
+            self.dataset = _FromSampler(self.sampler)
+            return iter([self.dataset[i] for i in super().__iter__()])
+
+    for name in ("catalyst", "catalyst.data", "catalyst.data.sampler"):
+        for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[loaded]
+    package = types.ModuleType("catalyst", "stand-in: catalyst does not import on this Python")
+    data = types.ModuleType("catalyst.data")
+    sampler = types.ModuleType("catalyst.data.sampler")
+    sampler.DistributedSamplerWrapper = DistributedSamplerWrapper
+    package.__path__, data.__path__ = [], []
+    package.data, data.sampler = data, sampler
+    sys.modules.update({"catalyst": package, "catalyst.data": data, "catalyst.data.sampler": sampler})
+
+
+def runner(args):
+    argv = list(args.runner_args)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if args.ctc:
+        import s3prl.downstream.ctc.expert as ctc_expert
+
+        from speechft_upstream.compat import ctc_corpus
+
+        ctc_corpus.install(ctc_expert)
+    if args.catalyst_standin:
+        _catalyst_standin()
+    if args.cache_dir:
+        import s3prl.downstream.voxceleb1.dataset as voxceleb1
+
+        voxceleb1.CACHE_PATH = os.path.join(args.cache_dir, "voxceleb1", "")
+    if os.environ.get("LOCAL_RANK") is not None:
+        from speechft_upstream import launch
+
+        return launch.main(argv)
+    import runpy
+
+    sys.argv = ["run_downstream.py", *argv]
+    runpy.run_module("s3prl.run_downstream", run_name="__main__", alter_sys=True)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="recipe_tool.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("overrides")
+    p.add_argument("--config", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--data-path", action="append", default=[], metavar="KEY=@DATA/...")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-key", action="append", default=[])
+    p.add_argument("--workers", type=int)
+    p.add_argument("--workers-key", action="append", default=[])
+    p.add_argument("--lr")
+    p.add_argument("--scheduler")
+    p.add_argument("--extra", action="append", default=[])
+    p.set_defaults(func=overrides)
+    p = sub.add_parser("pick")
+    p.add_argument("exp")
+    p.add_argument("--dev-split", default="dev")
+    p.set_defaults(func=pick)
+    p = sub.add_parser("result")
+    for name in ("log", "task", "metric", "split", "upstream", "runner_ckpt", "output"):
+        p.add_argument(f"--{name.replace('_', '-')}", required=True)
+    p.add_argument("--encoder-ckpt")
+    p.add_argument("--higher-is-better", type=lambda s: s == "true", default=True)
+    p.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=result)
+    p = sub.add_parser("runner")
+    p.add_argument("--ctc", action="store_true")
+    p.add_argument("--cache-dir")
+    p.add_argument("--catalyst-standin", action="store_true")
+    p.add_argument("runner_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=runner)
+    args = parser.parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
