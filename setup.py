@@ -86,7 +86,7 @@ setup(
     ],
     extras_require={
         # What s3prl's downstream runner imports but does not declare.
-        "runner": ["tensorboardX", "pandas", "librosa", "catalyst"],
+        "runner": ["tensorboardX", "pandas", "librosa", "catalyst", "editdistance"],
         "test": ["pytest"],
         # fairseq 0.12.2's runtime dependencies at versions that work on Python 3.11. fairseq
         # itself cannot be an extra: its pins (hydra-core<1.1, omegaconf<2.1) do not install

@@ -11,7 +11,7 @@
 #   DATA_CHECK   array of paths under --data that must exist
 #   BATCH_KEYS   array of config keys --batch-size sets
 #   WORKER_KEYS  array of config keys --workers sets
-#   RUNNER_FLAGS array of extra flags for recipe_tool.py runner (--ctc for PR)
+#   RUNNER_FLAGS array of extra flags for recipe_tool.py runner (none needed today)
 #   DATA_LAYOUT  one line describing the data folder, for -h
 # Optional: task_option NAME VALUE (returns 0 when it took the option; may add to the array
 # TASK_OVERRIDES), task_usage (more -h lines), task_extra_results (KEY=VALUE lines for results.json).

@@ -12,6 +12,6 @@ DATA_PATHS=(
 DATA_CHECK=(train test)
 BATCH_KEYS=(config.downstream_expert.datarc.batch_size)
 WORKER_KEYS=(config.downstream_expert.datarc.num_workers)
-RUNNER_FLAGS=(--catalyst-standin)  # catalyst 21.5 does not import on Python >= 3.10
+RUNNER_FLAGS=()
 source "$HERE/common.sh"
 recipe_main "$@"

@@ -13,6 +13,6 @@ DATA_PATHS=(
 DATA_CHECK=(train.csv dev.csv test.csv)
 BATCH_KEYS=(config.downstream_expert.corpus.batch_size)
 WORKER_KEYS=(config.downstream_expert.corpus.num_workers)
-RUNNER_FLAGS=(--ctc)  # s3prl 0.4.18 from PyPI lacks the ctc corpus package: speechft supplies it
+RUNNER_FLAGS=()
 source "$HERE/common.sh"
 recipe_main "$@"

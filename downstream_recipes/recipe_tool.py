@@ -3,15 +3,13 @@
     recipe_tool.py overrides ...        the runner's -o string for a recipe run
     recipe_tool.py pick CONFIG EXP      the runner checkpoint to evaluate / extract
     recipe_tool.py result ...           parse the test metric from a runner log, write results.json
-    recipe_tool.py runner [--ctc] [--cache-dir DIR] -- ARGS
-                                        s3prl's unmodified runner (torchrun-aware), with the fixes
-                                        recipes need: the ctc corpus package (PR), and the
+    recipe_tool.py runner [--cache-dir DIR] -- ARGS
+                                        s3prl's unmodified runner (torchrun-aware), with the
                                         voxceleb1 file-list cache moved out of s3prl's installed
                                         package (it is keyed by split only, so a second data set
-                                        would silently reuse the first one's file list),
-                                        and with --catalyst-standin the one catalyst class the
-                                        speech_commands downstream imports, where catalyst 21.5
-                                        cannot import (Python >= 3.10: collections.MutableMapping)
+                                        would silently reuse the first one's file list). The ctc
+                                        corpus (PR) and catalyst (KS) fixes come from the
+                                        startup hook, so the plain runner has them too.
 """
 
 import argparse
@@ -122,62 +120,10 @@ def result(args):
     print(json.dumps(results))
 
 
-def _catalyst_standin():
-    """catalyst.data.sampler.DistributedSamplerWrapper without catalyst, if catalyst won't import."""
-    try:
-        from catalyst.data.sampler import DistributedSamplerWrapper  # noqa: F401
-        return
-    except Exception:  # catalyst 21.5 on Python >= 3.10 dies at import
-        pass
-    import types
-
-    from torch.utils.data import Dataset, DistributedSampler
-
-    class _FromSampler(Dataset):
-        def __init__(self, sampler):
-            self.indices = list(sampler)
-
-        def __getitem__(self, index):
-            return self.indices[index]
-
-        def __len__(self):
-            return len(self.indices)
-
-    class DistributedSamplerWrapper(DistributedSampler):
-        """Each process takes its share of a fresh draw of the wrapped sampler (catalyst's semantics)."""
-
-        def __init__(self, sampler, num_replicas=None, rank=None, shuffle=True):
-            super().__init__(_FromSampler(sampler), num_replicas=num_replicas, rank=rank, shuffle=shuffle)
-            self.sampler = sampler
-
-        def __iter__(self):
-            self.dataset = _FromSampler(self.sampler)
-            return iter([self.dataset[i] for i in super().__iter__()])
-
-    for name in ("catalyst", "catalyst.data", "catalyst.data.sampler"):
-        for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
-            del sys.modules[loaded]
-    package = types.ModuleType("catalyst", "stand-in: catalyst does not import on this Python")
-    data = types.ModuleType("catalyst.data")
-    sampler = types.ModuleType("catalyst.data.sampler")
-    sampler.DistributedSamplerWrapper = DistributedSamplerWrapper
-    package.__path__, data.__path__ = [], []
-    package.data, data.sampler = data, sampler
-    sys.modules.update({"catalyst": package, "catalyst.data": data, "catalyst.data.sampler": sampler})
-
-
 def runner(args):
     argv = list(args.runner_args)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    if args.ctc:
-        import s3prl.downstream.ctc.expert as ctc_expert
-
-        from speechft_upstream.compat import ctc_corpus
-
-        ctc_corpus.install(ctc_expert)
-    if args.catalyst_standin:
-        _catalyst_standin()
     if args.cache_dir:
         import s3prl.downstream.voxceleb1.dataset as voxceleb1
 
@@ -221,9 +167,7 @@ def main(argv=None):
     p.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=result)
     p = sub.add_parser("runner")
-    p.add_argument("--ctc", action="store_true")
     p.add_argument("--cache-dir")
-    p.add_argument("--catalyst-standin", action="store_true")
     p.add_argument("runner_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=runner)
     args = parser.parse_args(argv)

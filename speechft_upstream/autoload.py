@@ -21,6 +21,8 @@ WATCHED = (
     "s3prl.hub",  # where `-u NAME` is looked up: add the speechft upstreams
     "s3prl.schedulers",  # where scheduler names are looked up: add stable_finetuning_schedule
     "s3prl.downstream.runner",  # stable fine-tuning's step budget; DDP on CPU
+    "s3prl.downstream.ctc.expert",  # PyPI s3prl lacks the ctc corpus package (PR)
+    "s3prl.downstream.speech_commands",  # before its expert imports catalyst (KS)
 )
 
 

@@ -117,6 +117,18 @@ def _register_upstreams(hub):
     registry.register_all(hub)
 
 
+def _ctc_corpus(expert):
+    from speechft_upstream.compat import ctc_corpus
+
+    ctc_corpus.install(expert)
+
+
+def _catalyst_standin(package):
+    from speechft_upstream.compat import catalyst_standin
+
+    catalyst_standin.install()
+
+
 _FIXES = {
     "torchaudio._extension.utils": _fix_torchaudio_loader,
     "torchaudio": _fix_torchaudio,
@@ -125,6 +137,8 @@ _FIXES = {
     "s3prl.hub": _register_upstreams,
     "s3prl.schedulers": _add_schedules,
     "s3prl.downstream.runner": _hook_runner,
+    "s3prl.downstream.ctc.expert": _ctc_corpus,
+    "s3prl.downstream.speech_commands": _catalyst_standin,
 }
 
 
