@@ -17,7 +17,7 @@ import torch
 from speechft_upstream import checkpoint, cli
 from tests.conftest import assert_ok, run_py
 
-HEADS = ("final_proj.", "label_embs_concat", "mask_emb")  # HuBERT tensors θ̂ takes from θ0
+HEADS = ("final_proj.", "label_embs_concat")  # HuBERT tensors θ̂ takes from θ0
 
 
 def speechft_process(*args):
@@ -97,6 +97,11 @@ def test_one_finetuned_exact_and_format(tmp_path, tiny_hubert, thetas):
     assert torch.equal(merged["model_weight"]["final_proj.weight"], base["model_weight"]["final_proj.weight"])
     assert torch.equal(merged["model_weight"]["label_embs_concat"], base["model_weight"]["label_embs_concat"])
     assert os.listdir(tmp_path) == ["merged.pt"]
+    # a valid zip: every record's CRC-32 (filled in with zlib after writing) checks out
+    import zipfile
+
+    with zipfile.ZipFile(out) as archive:
+        assert archive.testzip() is None
 
 
 def test_several_finetuned_and_alpha_sweep_load_in_s3prl(tmp_path, tiny_hubert, thetas):
@@ -122,15 +127,9 @@ def test_several_finetuned_and_alpha_sweep_load_in_s3prl(tmp_path, tiny_hubert, 
 
 
 def test_runner_checkpoint_as_finetuned(tmp_path, tiny_hubert, thetas):
-    ft = load_weights(thetas[0])
-    runner_ckpt = tmp_path / "dev-best.ckpt"
-    torch.save({"Upstream": {"model." + k: v for k, v in ft.items()},
-                "Downstream": {"linear.weight": torch.zeros(2, 48)}, "Featurizer": {"weights": torch.zeros(3)},
-                "Optimizer": {}, "Step": 100, "Epoch": 1,
-                "Args": argparse.Namespace(upstream="speechft_hubert", downstream="example", upstream_trainable=True),
-                "Config": {"runner": {"total_steps": 100}}}, runner_ckpt)
+    dev_best = runner_checkpoint(thetas[0], tmp_path / "dev-best.ckpt")
     out = tmp_path / "from_runner.pt"
-    assert_ok(speechft("merge", "--base", tiny_hubert, "--finetuned", runner_ckpt, "--alpha", "0.25", "-o", out))
+    assert_ok(speechft("merge", "--base", tiny_hubert, "--finetuned", dev_best, "--alpha", "0.25", "-o", out))
     assert_same(load_weights(out), expected(tiny_hubert, thetas[:1], 0.25))
     proc = speechft("info", out)
     assert_ok(proc)
@@ -144,7 +143,7 @@ def test_other_families(family, tmp_path, tiny_dir):
     out = tmp_path / "merged.pt"
     assert_ok(speechft("merge", "--base", base, "--finetuned", ft, "--alpha", "0.5", "-o", out))
     b, t, m = load_weights(base, family), load_weights(ft, family), load_weights(out, family)
-    kept = ("final_proj.", "project_q.", "quantizer.", "mask_emb", "label_embs_concat")
+    kept = ("final_proj.", "project_q.", "quantizer.", "label_embs_concat")
     assert list(m) == list(b)
     for name, t0 in b.items():
         want = t0 if name.startswith(kept) else t0 + 0.5 * (t[name] - t0)
@@ -160,24 +159,44 @@ def test_other_families(family, tmp_path, tiny_dir):
     assert all(torch.equal(x, y) for x, y in zip(a, c))
 
 
+def runner_checkpoint(converted, path):
+    """An s3prl runner checkpoint (dev-best.ckpt) whose fine-tuned upstream is ``converted``."""
+    weights = load_weights(converted)
+    torch.save({"Upstream": {"model." + k: v for k, v in weights.items()},
+                "Downstream": {"linear.weight": torch.zeros(2, 48)}, "Featurizer": {"weights": torch.zeros(3)},
+                "Optimizer": {}, "Step": 100, "Epoch": 1,
+                "Args": argparse.Namespace(upstream="speechft_hubert", downstream="example", upstream_trainable=True),
+                "Config": {"runner": {"total_steps": 100}}}, path)
+    return path
+
+
 def test_authors_config_keys(tmp_path, tiny_hubert, thetas):
-    cfg = tmp_path / "merge.yaml"
-    cfg.write_text(f"""merge_method: linear
-alpha: 0.25
-base_model_name: hubert
-base_model_ckpt_path: {tiny_hubert}
-finetune_model_names: [asr_a, asr_b]
-finetune_model_paths:
-  - {thetas[0]}
-  - {thetas[1]}
-output_dir: {tmp_path / 'out'}
-""")
+    """A config written as the authors' merge_config/*.yaml are (flow style, runner θ′)."""
+    dev_best = runner_checkpoint(thetas[1], tmp_path / "dev-best.ckpt")
+    cfg = tmp_path / "hubert_alpha_0.25.yaml"
+    cfg.write_text(f"""{{
+  'merge_method': 'linear',
+  'alpha': 0.25,
+  'base_model_name': 'hubert',
+  'base_model_ckpt_path': '{tiny_hubert}',
+  'finetune_model_names': ['asr_a', 'asr_b'],
+  'finetune_model_paths': [
+    '{thetas[0]}',
+    '{dev_best}'
+  ],
+  'output_dir': '{tmp_path / "out"}/'
+}}""")
     assert_ok(speechft("merge", "--config", cfg))
-    (written,) = (tmp_path / "out").iterdir()
-    assert_same(load_weights(written), expected(tiny_hubert, thetas[:2], 0.25))
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["merged_model.pt"]  # the authors' file name
+    assert_same(load_weights(tmp_path / "out" / "merged_model.pt"), expected(tiny_hubert, thetas[:2], 0.25))
     # options on the command line override the file
     assert_ok(speechft("merge", "--config", cfg, "--alpha", "0.5", "-o", tmp_path / "half.pt"))
     assert_same(load_weights(tmp_path / "half.pt"), expected(tiny_hubert, thetas[:2], 0.5))
+    # a typo is named, not ignored
+    cfg.write_text(cfg.read_text().replace("'merge_method'", "'merge_methd'"))
+    proc = speechft("merge", "--config", cfg)
+    assert proc.returncode == 1
+    assert proc.stderr == f"speechft: error: {cfg}: unknown key 'merge_methd' (did you mean 'merge_method'?)\n"
 
 
 def test_register_output_as_upstream(tmp_path, tiny_hubert, thetas):
@@ -195,6 +214,19 @@ def test_register_output_as_upstream(tmp_path, tiny_hubert, thetas):
     assert type(model).__name__ == "SpeechFTHubertExpert"
     want = expected(tiny_hubert, thetas[:1], 0.25)
     assert torch.equal(model.model.encoder.layers[0].fc1.weight, want["encoder.layers.0.fc1.weight"])
+
+    # a name registration would refuse is refused before merging: no output appears
+    for name, text in (("hubert_local", "already an s3prl or speechft upstream name"),
+                       ("merged_asr", "already registered for")):
+        proc = speechft("merge", "--base", tiny_hubert, "--finetuned", thetas[0], "--alpha", "0.25",
+                        "-o", tmp_path / "again.pt", "--register", name)
+        assert proc.returncode == 1 and text in proc.stderr and proc.stderr.count("\n") == 1
+        assert not (tmp_path / "again.pt").exists()
+    # one name per α when sweeping
+    proc = speechft("merge", "--base", tiny_hubert, "--finetuned", thetas[0], "--alpha", "0.1,0.5",
+                    "-o", tmp_path / "sweep.pt", "--register", "sweep")
+    assert_ok(proc)
+    assert set(registry.read()) == {"merged_asr", "sweep_alpha0p1", "sweep_alpha0p5"}
 
 
 def test_methods_through_cli(tmp_path, tiny_hubert, thetas):

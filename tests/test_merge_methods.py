@@ -121,3 +121,22 @@ def test_is_finite():
     assert not methods.is_finite(T([float("inf"), 1.0]))
     assert methods.is_finite(T([3e38, 3e38]))  # the sum overflows, the entries do not
     assert methods.is_finite(torch.arange(3))
+
+
+@pytest.mark.parametrize("method, extra", [("linear", {}), ("linear", {"weights": [2.0, 1.0]}),
+                                           ("task_arithmetic", {}), ("ties", {"density": 0.3}),
+                                           ("dare", {"density": 0.5, "seed": 4})])
+def test_merge_into_slices_give_the_same_bits(method, extra):
+    """The streamed path (cache-sized slices into reused buffers) equals the plain one exactly."""
+    g = torch.Generator().manual_seed(0)
+    n = methods.CHUNK * 2 + 123  # three slices, the last one short
+    base = torch.randn(n // 3 + 1, 3, generator=g)[: n // 3]
+    fts = [base + 0.01 * torch.randn(base.shape, generator=g) for _ in range(2)]
+    ws = methods.Workspace()
+    for _ in range(2):  # the second call reuses the buffers
+        got, bad = methods.merge_into(method, base, fts, [0.25, 0.75], ws, name="w", **extra)
+        want = methods.merge(method, base, fts, [0.25, 0.75], name="w", **extra)
+        assert bad is None
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+    got, bad = methods.merge_into(method, base, [fts[0], fts[1] + 3e38], [0.25, 1e3], ws, name="w", **extra)
+    assert bad is not None  # α = 1000 overflows float32 whatever the method

@@ -161,10 +161,10 @@ def dare(base, finetuned, density=0.1, seeds=(0,), weights=None):
     return _mean(taus, weights)
 
 
-def interpolate(base, tau, alpha, ws=None):
+def interpolate(base, tau, alpha, out=None):
     """θ0 + α·τ in θ0's dtype, as a multiply then an add (not a fused one), so the bits are the
-    same as anyone writing the formula out in torch gets."""
-    out = torch.mul(tau, alpha, out=ws.get("out", tau, tau.dtype)) if ws is not None else tau * alpha
+    same as anyone writing the formula out in torch gets. ``out``: a compute-dtype buffer to use."""
+    out = torch.mul(tau, alpha, out=out) if out is not None else tau * alpha
     out += base  # addition commutes bit for bit; in place saves an allocation
     return out.to(base.dtype)
 
@@ -199,6 +199,38 @@ def merge(method, base, finetuned, alphas, name="", weights=None, density=None, 
 # Methods whose τ is NaN or Inf wherever an input is: for them checking the result checks the
 # inputs too. TIES trims and DARE drops entries, so a NaN there can vanish: check inputs first.
 PROPAGATES_NONFINITE = ("linear", "task_arithmetic")
+# Methods that work entry by entry, so any slice of a tensor can be merged on its own.
+ELEMENTWISE = ("linear", "task_arithmetic")
+CHUNK = 1 << 18  # entries per slice: 1 MiB of float32, so a slice stays in cache across its ops
+
+
+def merge_into(method, base, finetuned, alphas, ws, name="", weights=None, density=None, seed=0):
+    """θ0 + α·τ for each α, in θ0's dtype; the tensors are workspace buffers, valid until the
+    next call. Returns (results, index of the first α whose result holds NaN/Inf, or None).
+
+    Elementwise methods run slice by slice: subtract, scale, add and the finite check of one slice
+    all find it in the CPU cache, instead of each op streaming the whole tensor through memory
+    (for large tensors that is most of the arithmetic's time). Same bits as ``merge``.
+    """
+    dtype = _compute_dtype(base)
+    flat = base.reshape(-1)
+    outs = [ws.get(("out", j), flat, dtype) for j in range(len(alphas))]
+    finite = [True] * len(alphas)
+    if method in ELEMENTWISE:
+        parts = [t.reshape(-1) for t in finetuned]
+        for start in range(0, flat.numel(), CHUNK):
+            piece = slice(start, start + CHUNK)
+            tau = task_vector(method, flat[piece], [t[piece] for t in parts], name, weights, density, seed, ws)
+            for j, alpha in enumerate(alphas):
+                interpolate(flat[piece].to(dtype), tau, float(alpha), out=outs[j][piece])
+                finite[j] = finite[j] and is_finite(outs[j][piece])
+    else:
+        tau = task_vector(method, base, finetuned, name, weights, density, seed).reshape(-1)
+        for j, alpha in enumerate(alphas):
+            interpolate(flat.to(dtype), tau, float(alpha), out=outs[j])
+            finite[j] = is_finite(outs[j])
+    results = [out.view(base.shape).to(base.dtype) for out in outs]
+    return results, next((j for j, ok in enumerate(finite) if not ok), None)
 
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")

@@ -16,12 +16,15 @@ from speechft_upstream.merge.stream import Source, StreamWriter
 
 PROVENANCE_KEY = "speechft_provenance"
 
-# Tensors that serve only pre-training (targets, quantizer, masking) or a head: fine-tuning has no
-# business changing them and the upstream never uses them, so θ̂ keeps θ0's values.
+# Heads that score pre-training targets (HuBERT's cluster embeddings, wav2vec 2.0's quantizer):
+# the upstream never uses them and a fine-tuning run may still move them, so θ̂ keeps θ0's
+# values, as the authors' merge does. mask_emb also serves only masked pre-training, but s3prl's
+# experts never mask, so θ′ leaves it as θ0 had it; it is merged like the rest, which keeps θ̂
+# equal, bit for bit, to θ0 + α·mean(θ′ − θ0) outside these heads.
 PRETRAINING_ONLY = {
-    "hubert": ("final_proj.", "label_embs_concat", "target_glu.", "mask_emb"),
-    "wav2vec2": ("final_proj.", "project_q.", "quantizer.", "target_glu.", "mask_emb"),
-    "wavlm": ("final_proj.", "label_embs_concat", "mask_emb"),
+    "hubert": ("final_proj.", "label_embs_concat", "target_glu."),
+    "wav2vec2": ("final_proj.", "project_q.", "quantizer.", "target_glu."),
+    "wavlm": ("final_proj.", "label_embs_concat"),
     "decoar2": (),
 }
 
@@ -33,9 +36,16 @@ def keeps_base(name, family):
 def _resolve_base(path):
     if "://" not in path:
         return path
+    # the authors' configs name no file for the stock θ0: fetch s3prl's converted checkpoint,
+    # through s3prl's own cache, as their code does
     from s3prl.util.download import _urls_to_filepaths
 
-    return _urls_to_filepaths(path, refresh=False)
+    try:
+        return _urls_to_filepaths(path, refresh=False)
+    except Exception as err:  # noqa: BLE001 - any download failure is one line for the user
+        raise SpeechFTError(f"{path}: could not download the base checkpoint ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''}); set base_model_ckpt_path "
+                            "or --base to a local file") from None
 
 
 def _first_difference(base, ft):
@@ -99,9 +109,9 @@ def _merge_tensor(spec, name, t0, inputs, base, finetuned, alphas, options, ws, 
     """Merge one parameter and ``write(j, tensor)`` the result for each α; returns what was done.
 
     Each pass over a tensor costs about as much as reading it, so the checks ride on work done
-    anyway: torch.equal stops at the first differing byte (so costs nothing for fine-tuned
-    tensors), and for methods that propagate NaN/Inf a finite result proves finite inputs; the
-    inputs are checked one by one only to name the culprit, or where a method could hide a NaN.
+    anyway: equality is decided from the first entries for fine-tuned tensors, and for methods
+    that propagate NaN/Inf a finite result proves finite inputs; the inputs are checked one by
+    one only to name the culprit, or where a method could hide a NaN.
     """
     def check_inputs():
         _check_finite(t0, base.path, name)
@@ -110,22 +120,28 @@ def _merge_tensor(spec, name, t0, inputs, base, finetuned, alphas, options, ws, 
 
     if keeps_base(name, base.family) or not t0.is_floating_point():
         check_inputs()
-        done, results = "kept", None
-    elif all(t.dtype == t0.dtype and torch.equal(t, t0) for t in inputs):  # False where NaN
-        done, results = "copied", None
+        done, results = "kept", [t0] * len(alphas)
+    elif all(t.dtype == t0.dtype and _equal(t, t0) for t in inputs):  # False where NaN
+        done, results = "copied", [t0] * len(alphas)
     else:
         if spec.method not in methods.PROPAGATES_NONFINITE:
             check_inputs()
-        tau = methods.task_vector(spec.method, t0, inputs, name=name, ws=ws, **options)
-        done, results = "merged", (methods.interpolate(t0, tau, float(a), ws) for a in alphas)
-    for j, (out, a) in enumerate(zip(spec.outputs, alphas)):
-        result = t0 if results is None else next(results)
-        if results is not None and not methods.is_finite(result):
+        results, bad = methods.merge_into(spec.method, t0, inputs, alphas, ws, name=name, **options)
+        if bad is not None:
             check_inputs()
-            raise SpeechFTError(f"{out}: merged weight {name!r} (α = {a:g}) holds NaN or Inf values; "
-                                "the inputs are finite, so α or the weights are too large")
-        write(j, result)  # before the next α reuses the workspace buffer
+            raise SpeechFTError(f"{spec.outputs[bad]}: merged weight {name!r} (α = {alphas[bad]:g}) holds NaN "
+                                "or Inf values; the inputs are finite, so α or the weights are too large")
+        done = "merged"
+    for j, result in enumerate(results):
+        write(j, result)
     return done
+
+
+def _equal(a, b):
+    """torch.equal, but answering from the first few entries when they differ: torch.equal reads
+    both tensors to the end even then, a full pass for every fine-tuned tensor."""
+    head = min(a.numel(), 256)
+    return torch.equal(a.reshape(-1)[:head], b.reshape(-1)[:head]) and torch.equal(a, b)
 
 
 class _TermAsExit:
@@ -148,6 +164,19 @@ class _TermAsExit:
 
 def merge(spec, progress=True):
     """Run ``spec`` (a config.MergeSpec); returns the written paths, one per α."""
+    # One intra-op thread: the arithmetic is memory-bound, so a second thread gains little, while
+    # every parallel op has to wake it, which on a busy machine can wait out a whole scheduler
+    # slice (measured: ~5 ms per op on 2 loaded cores, most of the merge). The hashing thread
+    # keeps the other core busy.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _merge(spec, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _merge(spec, progress):
     base = Source(_resolve_base(spec.base), allow_runner=False)
     if spec.family is not None and base.family != spec.family:
         raise SpeechFTError(f"{base.path}: is a {base.family} checkpoint, but the config names {spec.family}")
@@ -193,19 +222,39 @@ def merge(spec, progress=True):
             raise
 
 
+def _register_names(spec):
+    if not spec.register:
+        return []
+    if len(spec.outputs) == 1:
+        return [spec.register]
+    return [f"{spec.register}_alpha{alpha:g}".replace(".", "p").replace("-", "m") for alpha in spec.alphas]
+
+
+def _check_register(names, force):
+    """Refuse a name registration would refuse, before minutes of merging rather than after."""
+    from speechft_upstream import registry
+
+    taken, entries = registry._taken_names(), registry.read()
+    for name in names:
+        if name in taken:
+            raise SpeechFTError(f"{name!r}: already an s3prl or speechft upstream name; choose another")
+        if name in entries and not force:
+            raise SpeechFTError(f"{name!r}: already registered for {entries[name]['path']} (use --force to replace)")
+
+
 def run(options, config=None, progress=True):
     """The `speechft merge` command: build and check the spec, merge, optionally register."""
     spec = merge_config.build(options, config)
+    names = _register_names(spec)
+    if names:
+        _check_register(names, spec.force)
     written = merge(spec, progress=progress)
-    registered = []
-    if spec.register:
+    if names:
         from speechft_upstream import registry
 
-        for path, alpha in zip(written, spec.alphas):
-            name = spec.register if len(written) == 1 else f"{spec.register}_alpha{alpha:g}".replace(".", "p")
+        for path, name in zip(written, names):
             registry.add(name, path, force=spec.force)
-            registered.append(name)
-    return spec, written, registered
+    return spec, written, names
 
 
 def describe(spec, written, registered):

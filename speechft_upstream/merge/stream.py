@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from speechft_upstream import checkpoint
+from speechft_upstream.merge import zipcrc
 from speechft_upstream.errors import SpeechFTError
 
 _MADV_DONTNEED = 4
@@ -181,7 +182,9 @@ class StreamWriter:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         self.tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb")
-        self._zip = torch._C.PyTorchFileWriter(self._file, True, 64)
+        # CRC computation off: zipcrc fills the CRCs in afterwards, several times faster
+        self._zip = torch._C.PyTorchFileWriter(self._file, False, 64)
+        self._crcs = {}
         self._keys = 0
         self._stray = False
         self._done = False
@@ -190,6 +193,7 @@ class StreamWriter:
         key = str(self._keys)
         self._keys += 1
         self._zip.write_record(f"data/{key}", data, nbytes)
+        self._crcs[f"data/{key}"] = zipcrc.crc_of(data, nbytes)
         return key
 
     def add(self, tensor):
@@ -235,7 +239,8 @@ class StreamWriter:
             self._zip.write_record(name, value, len(value))
         self._zip.write_end_of_file()
         self._file.flush()
-        os.fsync(self._file.fileno())
+        zipcrc.fill_in(self.tmp, self._crcs)
+        os.fsync(self._file.fileno())  # syncs the file, whichever descriptor wrote the CRCs
         self._file.close()
         umask = os.umask(0)
         os.umask(umask)
