@@ -156,6 +156,9 @@ def build_parser():
     p.add_argument("-o", "--output", required=True, metavar="OUT.pt")
     p.add_argument("--force", action="store_true", help="replace an existing OUT.pt")
     p.set_defaults(func=_convert)
+    from speechft_upstream.data import corpus
+
+    corpus.add_parser(sub)
     return parser
 
 
