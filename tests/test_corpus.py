@@ -97,6 +97,8 @@ def test_asr_layout(tiny):
 
 def test_pr_layout(tiny):
     import pandas as pd
+    from s3prl.downstream.ctc.data import load_dataset
+    from s3prl.downstream.ctc.text import load_text_encoder
 
     out, _ = tiny
     vocab = set((out / "pr" / "phones.txt").read_text().split())
@@ -105,6 +107,13 @@ def test_pr_layout(tiny):
         assert len(table)
         for path, phones in zip(table["wav_path"], table["phonemes"]):
             assert (out / "pr" / path).is_file() and set(phones.split()) <= vocab
+    # s3prl's own `-d ctc` data path, libriphone corpus (supplied by speechft's compat layer on PyPI s3prl)
+    tokenizer = load_text_encoder("word", str(out / "pr" / "phones.txt"))
+    for split in ("train", "dev", "test"):
+        loader = load_dataset(split, tokenizer, {"name": "libriphone", "csv_dir": str(out / "pr"), "train": "train.csv",
+                                                 "dev": "dev.csv", "test": "test.csv", "bucketing": True,
+                                                 "batch_size": 2, "num_workers": 0})
+        assert next(iter(loader))
 
 
 def test_sid_layout(tiny, tmp_path, monkeypatch):
