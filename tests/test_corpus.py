@@ -97,6 +97,7 @@ def test_asr_layout(tiny):
 
 def test_pr_layout(tiny):
     import pandas as pd
+    import s3prl.downstream.ctc.expert  # noqa: F401  (as the runner does: speechft's hook adds the corpus package)
     from s3prl.downstream.ctc.data import load_dataset
     from s3prl.downstream.ctc.text import load_text_encoder
 
