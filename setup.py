@@ -71,7 +71,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["speechft_upstream", "speechft_upstream.*"]),
-    package_data={"speechft_upstream": ["configs/*.yaml", "configs/**/*.yaml"]},
+    package_data={"speechft_upstream": ["evaluate/*.yaml"]},
     cmdclass=cmdclass,
     # No torch pin: users keep the torch (and CUDA build) they have. s3prl 0.4.18 is the
     # version the compatibility layer and patches/ are written against.
@@ -88,6 +88,8 @@ setup(
         # What s3prl's downstream runner imports but does not declare.
         "runner": ["tensorboardX", "pandas", "librosa", "catalyst", "editdistance"],
         "test": ["pytest"],
+        # baselines (LoRA), HF export, the mini benchmark's corpus (eSpeak NG) and plots
+        "extras": ["peft", "transformers", "safetensors", "espeakng-loader==0.2.4", "matplotlib"],
         # fairseq 0.12.2's runtime dependencies at versions that work on Python 3.11. fairseq
         # itself cannot be an extra: its pins (hydra-core<1.1, omegaconf<2.1) do not install
         # there, and no wheel for Python 3.11 exists. After this extra: unpack the 0.12.2 sdist,

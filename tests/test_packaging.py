@@ -20,6 +20,9 @@ def test_wheel_has_hook_and_no_torch_pin(tmp_path):
         names = archive.namelist()
         assert "speechft_upstream.pth" in names  # root of the wheel = root of site-packages
         assert archive.read("speechft_upstream.pth").decode().strip() == "import speechft_upstream.autoload"
+        # data files the commands read at run time
+        assert "speechft_upstream/evaluate/superb_references.yaml" in names
+        assert "speechft_upstream/evaluate/mini_superb_references.yaml" in names
         meta = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
