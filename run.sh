@@ -15,9 +15,10 @@ usage() {
 usage: ./run.sh [COMMAND] [ARGS...]
 
 commands:
-  (none)        set up .venv if needed, then run the demo: a tiny HuBERT is built,
-                fine-tuned a few steps through s3prl's runner (-u speechft_hubert -f),
-                resumed, and evaluated; results under exp/demo/
+  (none)        set up .venv if needed, then run the demo: a tiny HuBERT θ0 is built,
+                stable-fine-tuned a few steps through s3prl's runner (-u speechft_hubert -f),
+                resumed, extracted as θ′, merged at α = 0.25 into θ̂, and θ̂ evaluated with
+                the frozen-upstream protocol; results under exp/demo/
   test [ARGS]   set up .venv if needed, then run the tests (ARGS go to pytest,
                 e.g. ./run.sh test -m slow, ./run.sh test -k registry)
   setup         only create or update .venv
@@ -120,19 +121,29 @@ print(f"[run.sh] fairseq {fairseq.__version__} ready (omegaconf {omegaconf.__ver
 demo() {
   local out="$ROOT/exp/demo"
   local cfg="$ROOT/downstream_recipes/configs/example.yaml"
+  local sft="$VENV/bin/speechft"
   mkdir -p "$out"
-  say "1/4 tiny HuBERT θ0 -> $out/theta0.pt"
-  "$VENV/bin/speechft" make-tiny --arch hubert --seed 0 -o "$out/theta0.pt"
-  rm -rf "$out/finetune"
-  say "2/4 fine-tuning 6 steps through s3prl's runner: -u speechft_hubert -f -d example"
+  printf 'beta: 0.5\n' > "$out/speechft.yaml"  # 6 steps: head only for steps 1-3
+  say "1/6 tiny HuBERT θ0 -> $out/theta0.pt"
+  "$sft" make-tiny --arch hubert --seed 0 -o "$out/theta0.pt"
+  rm -rf "$out/finetune" "$out/evaluate"
+  say "2/6 stable fine-tuning, 6 steps through s3prl's runner: -u speechft_hubert -f -d example"
   "$PY" -m s3prl.run_downstream -m train -u speechft_hubert -k "$out/theta0.pt" -d example \
-    -c "$cfg" -f --device cpu -p "$out/finetune"
-  say "3/4 resuming to step 9 (-e)"
+    -c "$cfg" -f -g "$out/speechft.yaml" --device cpu -p "$out/finetune"
+  say "3/6 resuming to step 9 (-e)"
   "$PY" -m s3prl.run_downstream -m train -e "$out/finetune/states-6.ckpt" \
     -o config.runner.total_steps=9 --device cpu
-  say "4/4 evaluating the best checkpoint on the test split"
-  "$PY" -m s3prl.run_downstream -m evaluate -e "$out/finetune/dev-best.ckpt" --device cpu
-  say "done: checkpoints and logs in $out/finetune"
+  say "4/6 θ′ = the encoder of the last checkpoint -> $out/theta_prime.pt"
+  "$sft" extract "$out/finetune/states-9.ckpt" --base "$out/theta0.pt" -o "$out/theta_prime.pt" --force
+  say "5/6 θ̂ = 0.75·θ0 + 0.25·θ′ -> $out/merged.pt"
+  "$sft" merge --base "$out/theta0.pt" --finetuned "$out/theta_prime.pt" --alpha 0.25 \
+    -o "$out/merged.pt" --force
+  "$sft" info "$out/merged.pt"
+  say "6/6 SUPERB protocol on θ̂: frozen -u speechft_hubert -k merged.pt, weighted sum, train + test"
+  "$PY" -m s3prl.run_downstream -m train -u speechft_hubert -k "$out/merged.pt" -d example \
+    -c "$cfg" --device cpu -p "$out/evaluate"
+  "$PY" -m s3prl.run_downstream -m evaluate -e "$out/evaluate/dev-best.ckpt" --device cpu
+  say "done: θ0, θ′, θ̂ and the runs in $out"
 }
 
 cmd="${1:-}"
