@@ -15,9 +15,8 @@ from speechft_upstream.errors import SpeechFTError
 PREFIX = "model."
 
 
-def runner_encoder(path):
-    """The encoder weights of a runner checkpoint, keys as in the converted format."""
-    states = checkpoint.load(path, allowed=checkpoint.RUNNER_ALLOWED)
+def encoder_of(states, path):
+    """The encoder weights in a loaded runner checkpoint, keys as in the converted format."""
     if not isinstance(states, dict) or not {"Downstream", "Step"} <= set(states):
         raise SpeechFTError(
             f"{path}: not an s3prl runner checkpoint (expected states-*.ckpt or dev-best.ckpt "
@@ -32,7 +31,13 @@ def runner_encoder(path):
     tuned = {k[len(PREFIX):]: v for k, v in upstream.items() if k.startswith(PREFIX)}
     if not tuned:
         raise SpeechFTError(f"{path}: its 'Upstream' weights have no '{PREFIX}' keys; not a speechft/s3prl expert")
-    return tuned, states.get("Step")
+    return tuned
+
+
+def runner_encoder(path):
+    """The encoder weights of a runner checkpoint file, and the step it was saved at."""
+    states = checkpoint.load(path, allowed=checkpoint.RUNNER_ALLOWED)
+    return encoder_of(states, path), states.get("Step")
 
 
 def _first(names):

@@ -294,6 +294,9 @@ def _broken_inputs(tmp, tiny_hubert, tiny_dir, thetas):
     data = (thetas[0]).read_bytes()
     (tmp / "truncated.pt").write_bytes(data[: len(data) // 2])
 
+    torch.save({"Downstream": {}, "Step": 100, "Args": argparse.Namespace(upstream="speechft_hubert")},
+               tmp / "frozen.ckpt")  # a runner checkpoint of a run without -f
+
     ft = ["--finetuned", str(thetas[0])]
     return {
         "payload": (["--finetuned", str(tmp / "payload.pt"), "--alpha", "0.25"], tmp / "payload.pt", "refused to unpickle"),
@@ -310,6 +313,8 @@ def _broken_inputs(tmp, tiny_hubert, tiny_dir, thetas):
         "truncated": (["--finetuned", str(tmp / "truncated.pt"), "--alpha", "0.25"], tmp / "truncated.pt",
                       "truncated or corrupt"),
         "missing": (["--finetuned", str(tmp / "nope.pt"), "--alpha", "0.25"], tmp / "nope.pt", "no such file"),
+        "frozen_run": (["--finetuned", str(tmp / "frozen.ckpt"), "--alpha", "0.25"], tmp / "frozen.ckpt",
+                       "trained without -f"),
         "exists": ([*ft, "--alpha", "0.25"], tmp / "out" / "m.pt", "already exists (use --force"),
     }
 

@@ -105,9 +105,11 @@ class Source:
         self.sha256 = Sha256(self.path)
         self._ranges = sorted(_mappings_of(self.path) - before)
         self.top = state
-        if allow_runner and isinstance(state, dict) and "Upstream" in state and "Args" in state:
+        if allow_runner and isinstance(state, dict) and {"Args", "Step"} <= set(state):
+            from speechft_upstream.extract import encoder_of
+
             self.kind, self.family = "runner", None
-            self.weights = _runner_encoder(state, self.path)
+            self.weights = encoder_of(state, self.path)
         else:
             self.kind = "converted"
             self.family = checkpoint.detect_family(state, self.path)
@@ -130,18 +132,6 @@ class Source:
                 a -= a % _PAGE
                 b = min(hi, b + (-b % _PAGE))
                 _madvise(a, b - a)
-
-
-def _runner_encoder(state, path):
-    """The encoder inside an s3prl runner checkpoint: its expert's ``model.<param>`` entries."""
-    upstream = state["Upstream"]
-    if not isinstance(upstream, dict) or not upstream:
-        raise SpeechFTError(f"{path}: runner checkpoint holds no upstream weights (was it trained with -f?)")
-    encoder = {k[len("model."):]: v for k, v in upstream.items() if k.startswith("model.")}
-    if not encoder:
-        raise SpeechFTError(f"{path}: runner checkpoint's upstream has no 'model.' parameters; "
-                            "it does not come from a HuBERT / wav2vec 2.0 / WavLM / DeCoAR 2.0 expert")
-    return encoder
 
 
 # --- writing -----------------------------------------------------------------------------------
