@@ -159,6 +159,9 @@ def build_parser():
     from speechft_upstream.data import corpus
 
     corpus.add_parser(sub)
+    from speechft_upstream import pretrain
+
+    pretrain.add_parser(sub)
     return parser
 
 

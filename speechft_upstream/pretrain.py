@@ -1,0 +1,367 @@
+"""`speechft pretrain`: a small HuBERT θ0 pre-trained on a `speechft corpus` (HuBERT's first iteration).
+
+1. Training audio: every ``split == "train"`` utterance listed in the corpus's ``corpus.json``.
+2. Targets: MFCC (``torchaudio.compliance.kaldi.mfcc``, 13 coefficients, no energy, as fairseq's
+   ``dump_mfcc_feature.py``) + deltas + delta-deltas at 100 Hz, every second frame kept (the
+   model's 50 Hz label rate; frame ``j`` covers samples ``[320 j, 320 j + 400)`` in both), then
+   ``MiniBatchKMeans`` (seeded) with K clusters → one cluster id per 50 Hz frame.
+3. Masked prediction with s3prl's own ``HubertModel`` (span masking through its ``apply_mask``,
+   HuBERT's cosine codeword logits from :mod:`speechft_upstream.finetune.unsupervised`):
+   cross-entropy on masked frames against the k-means ids, plus HuBERT's feature penalty. The
+   CNN trains too (gradient scaled by 0.1, as in HuBERT). Adam, linear warm-up then decay.
+
+θ0 is written atomically in s3prl's converted HuBERT format (``dictionaries_symbols`` = 4 fairseq
+specials + K cluster ids, so ``label_embs_concat`` has K + 4 rows) and loads with stock
+``hubert_local``. Beside it, ``THETA0.pt.json`` records the corpus fingerprint (sha256 of
+corpus.json), the settings, the loss curve and a held-out masked accuracy; an identical second
+call reuses the file, a call with other settings is refused unless ``--force``.
+
+Deterministic for a seed at a fixed thread count (torch's CPU kernels are; set OMP_NUM_THREADS).
+"""
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from speechft_upstream import checkpoint
+from speechft_upstream.errors import SpeechFTError
+
+FORMAT = 1  # bump when the recipe changes: cached θ0 files made by another recipe are not reused
+HOP = 320  # samples per 50 Hz frame (CNN stride); MFCC frames are 160 samples apart
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+ARCH = dict(
+    conv_feature_layers="[(64,10,5)] + [(64,3,2)] * 4 + [(64,2,2)] * 2",
+    encoder_layers=4, encoder_embed_dim=144, encoder_ffn_embed_dim=576, encoder_attention_heads=4,
+    conv_pos=32, conv_pos_groups=8, final_dim=64, extractor_mode="default",
+    dropout=0.1, attention_dropout=0.1, activation_dropout=0.0, encoder_layerdrop=0.0,
+    dropout_input=0.1, dropout_features=0.1, mask_prob=0.8, mask_length=10, label_rate=50.0,
+)
+PRESETS = {  # --quick: fewer steps; the same model so later stages see the same shapes
+    "default": dict(steps=600, clusters=64, lr=1e-3, batch_seconds=24.0, max_seconds=4.0, kmeans_frames=200000),
+    "quick": dict(steps=100, clusters=64, lr=1e-3, batch_seconds=12.0, max_seconds=3.0, kmeans_frames=60000),
+}
+FEATURE_GRAD_MULT = 0.1
+FEATURE_PEN = 10.0
+WARMUP = 0.08
+
+
+def sidecar_path(output):
+    output = Path(output)
+    return output.with_name(output.name + ".json")
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_corpus(corpus):
+    """The corpus.json manifest, its sha256, and the training utterances."""
+    corpus = Path(corpus)
+    if not corpus.is_dir():
+        raise SpeechFTError(f"{corpus}: no such corpus folder (make one with `speechft corpus --out {corpus}`)")
+    manifest_path = corpus / "corpus.json"
+    if not manifest_path.is_file():
+        raise SpeechFTError(f"{corpus}: no corpus.json in it (make the corpus with `speechft corpus --out {corpus}`)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        utterances = manifest["utterances"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise SpeechFTError(f"{manifest_path}: not a speechft corpus manifest ({type(err).__name__}: {err})") from None
+    train = [u for u in utterances if u.get("split") == "train"]
+    dev = [u for u in utterances if u.get("split") == "dev"]
+    if not train:
+        raise SpeechFTError(f"{manifest_path}: lists no training utterances")
+    return manifest, _sha256(manifest_path), train, dev
+
+
+def load_audio(corpus, utterances, min_samples):
+    """int16 arrays of the utterances at least ``min_samples`` long (others skipped)."""
+    import numpy as np
+    import soundfile
+
+    waves = []
+    for u in utterances:
+        path = Path(corpus) / u["path"]
+        try:
+            data, rate = soundfile.read(str(path), dtype="int16", always_2d=False)
+        except Exception as err:
+            raise SpeechFTError(f"{path}: cannot read audio ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
+        if rate != 16000 or data.ndim != 1:
+            raise SpeechFTError(f"{path}: needs 16 kHz mono audio (got {rate} Hz, shape {data.shape})")
+        if data.shape[0] >= min_samples:
+            waves.append(np.ascontiguousarray(data))
+    return waves
+
+
+def mfcc_50hz(wave):
+    """(T, 39) MFCC + Δ + ΔΔ at 50 Hz for an int16 wave (frame j ↔ samples [320 j, 320 j + 400))."""
+    import torch
+    import torchaudio.compliance.kaldi as kaldi
+    from torchaudio.functional import compute_deltas
+
+    x = torch.from_numpy(wave).float().div_(32768.0).view(1, -1)
+    with torch.no_grad():
+        mfcc = kaldi.mfcc(x, sample_frequency=16000, use_energy=False)  # (T, 13), 100 Hz, snip_edges
+        feats = mfcc.transpose(0, 1)
+        d1 = compute_deltas(feats)
+        d2 = compute_deltas(d1)
+        feats = torch.cat([feats, d1, d2], 0).transpose(0, 1)
+    return feats[::2].contiguous().numpy()
+
+
+def kmeans_labels(waves, clusters, seed, max_frames, progress):
+    """Cluster ids per 50 Hz frame for every wave, and k-means statistics."""
+    import numpy as np
+    from sklearn.cluster import MiniBatchKMeans
+    from tqdm import tqdm
+
+    feats = [mfcc_50hz(w) for w in tqdm(waves, desc="mfcc", unit="utt", disable=not progress, file=sys.stderr)]
+    everything = np.concatenate(feats)
+    if everything.shape[0] < clusters:
+        raise SpeechFTError(f"only {everything.shape[0]} MFCC frames in the training audio, fewer than --clusters {clusters}")
+    rng = np.random.default_rng(seed)
+    sample = everything if everything.shape[0] <= max_frames else everything[rng.choice(everything.shape[0], max_frames, replace=False)]
+    km = MiniBatchKMeans(n_clusters=clusters, init="k-means++", max_iter=100, batch_size=10000, tol=0.0,
+                         max_no_improvement=100, n_init=3, reassignment_ratio=0.0, random_state=seed)
+    km.fit(sample)
+    labels = [km.predict(f).astype(np.int64) for f in feats]
+    counts = np.bincount(np.concatenate(labels), minlength=clusters)
+    p = counts / counts.sum()
+    stats = {"frames": int(everything.shape[0]), "fit_frames": int(sample.shape[0]), "inertia_per_frame":
+             round(float(km.inertia_) / sample.shape[0], 4), "used_clusters": int((counts > 0).sum()),
+             "label_perplexity": round(float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())), 2)}
+    return labels, stats, km
+
+
+def build_model(clusters, seed):
+    import torch
+    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+    from s3prl.upstream.utils import merge_with_parent
+
+    task_cfg = {"label_rate": 50.0, "sample_rate": 16000, "normalize": False}
+    model_cfg = dict(ARCH)
+    symbols = [SPECIALS + [str(i) for i in range(clusters)]]
+    torch.manual_seed(seed)
+    model = HubertModel(merge_with_parent(HubertConfig, model_cfg),
+                        merge_with_parent(HubertPretrainingConfig, task_cfg), symbols)
+    return model, task_cfg, model_cfg, symbols
+
+
+def make_batch(rng, waves, labels, order, batch_seconds, max_seconds, min_samples):
+    """Random aligned crops of similar-length utterances: (B, T) audio and (B, F) 50 Hz labels."""
+    import numpy as np
+    import torch
+
+    anchor = int(rng.integers(0, len(order)))
+    first = len(waves[order[anchor]])
+    length = max(min(first, int(max_seconds * 16000)), min_samples)
+    count = max(1, int(batch_seconds * 16000 // length))
+    lo = max(0, min(anchor - count // 2, len(order) - count))
+    picks = order[lo:lo + count]
+    length = max(min(length, min(len(waves[i]) for i in picks)), min_samples)
+    frames = (length - 400) // HOP + 1
+    audio, goals = [], []
+    for i in picks:
+        starts = (len(waves[i]) - length) // HOP  # crop start on a frame boundary
+        s = int(rng.integers(0, starts + 1)) if starts > 0 else 0
+        audio.append(waves[i][s * HOP:s * HOP + length])
+        goals.append(labels[i][s:s + frames])
+    wav = torch.from_numpy(np.stack(audio).astype(np.float32) / 32768.0)
+    return wav, torch.from_numpy(np.stack(goals))
+
+
+def forward_loss(model, wav, goals, train=True):
+    """Masked-prediction loss, feature penalty, correct / masked frame counts."""
+    import torch
+    from s3prl.upstream.wav2vec2.wav2vec2_model import GradMultiply
+
+    from speechft_upstream.finetune.unsupervised import codeword_logits, encode
+
+    features = model.feature_extractor(wav)
+    if train and FEATURE_GRAD_MULT != 1.0:
+        features = GradMultiply.apply(features, FEATURE_GRAD_MULT)
+    n = min(features.shape[-1], goals.shape[1])
+    features = features[..., :n].transpose(1, 2)
+    goals = goals[:, :n] + len(SPECIALS)
+    pen = features.float().pow(2).mean()
+    hidden, mask = encode(model, features, mask=True)
+    logits = codeword_logits(model, hidden[mask])[0]
+    target = goals[mask]
+    loss = torch.nn.functional.cross_entropy(logits, target)
+    correct = int((logits.detach().argmax(-1) == target).sum())
+    return loss, pen, correct, int(mask.sum())
+
+
+def evaluate(model, waves, labels, seed, min_samples):
+    """Masked accuracy and loss on held-out utterances (fixed masks), in eval mode."""
+    import numpy as np
+    import torch
+
+    model.eval()
+    state = np.random.get_state()
+    np.random.seed(seed + 1)
+    total, correct, loss_sum = 0, 0, 0.0
+    with torch.no_grad():
+        for w, lab in zip(waves, labels):
+            wav = torch.from_numpy(w.astype(np.float32) / 32768.0)[None]
+            loss, _, c, n = forward_loss(model, wav, torch.from_numpy(lab)[None], train=False)
+            total, correct, loss_sum = total + n, correct + c, loss_sum + loss.item() * n
+    np.random.set_state(state)
+    model.train()
+    return {"dev_masked_accuracy": round(correct / max(total, 1), 4), "dev_loss": round(loss_sum / max(total, 1), 4),
+            "dev_masked_frames": total, "dev_utterances": len(waves)}
+
+
+def _settings(steps, clusters, seed, quick):
+    preset = dict(PRESETS["quick" if quick else "default"])
+    if steps is not None:
+        preset["steps"] = steps
+    if clusters is not None:
+        preset["clusters"] = clusters
+    if not isinstance(preset["steps"], int) or preset["steps"] < 1:
+        raise SpeechFTError(f"--steps must be a positive integer, got {preset['steps']!r}")
+    if not isinstance(preset["clusters"], int) or preset["clusters"] < 2:
+        raise SpeechFTError(f"--clusters must be an integer of at least 2, got {preset['clusters']!r}")
+    return dict(format=FORMAT, quick=bool(quick), seed=seed, arch=ARCH, **preset)
+
+
+def _cached(output, fingerprint, settings):
+    """True when output is a finished θ0 made from this corpus with these settings; refuses other files."""
+    side = sidecar_path(output)
+    if not output.exists():
+        return False
+    try:
+        record = json.loads(side.read_text())
+    except (OSError, ValueError):
+        raise SpeechFTError(f"{output}: already exists and was not made by `speechft pretrain` (no readable "
+                            f"{side.name}); use --force to replace it") from None
+    if record.get("corpus_sha256") != fingerprint:
+        raise SpeechFTError(f"{output}: was pre-trained on another corpus (corpus.json differs); use --force to replace it")
+    if record.get("settings") != settings:
+        old = record.get("settings") or {}
+        diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v and k != "arch")
+        raise SpeechFTError(f"{output}: was pre-trained with other settings ({diff or 'model or recipe changed'}); "
+                            "use --force to replace it")
+    if record.get("sha256") != _sha256(output):
+        raise SpeechFTError(f"{output}: changed since it was written (sha256 differs from {side.name}); use --force to replace it")
+    return True
+
+
+def run(corpus, output, steps=None, clusters=None, seed=0, quick=False, force=False, progress=True):
+    """Pre-train θ0 on ``corpus``, write it to ``output``; returns (record, reused)."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from speechft_upstream.finetune.unsupervised import min_samples as shortest
+
+    output = Path(output)
+    if output.is_dir():
+        raise SpeechFTError(f"{output}: is a directory, expected an output file name")
+    settings = _settings(steps, clusters, seed, quick)
+    manifest, fingerprint, train, dev = read_corpus(corpus)
+    if not force and _cached(output, fingerprint, settings):
+        return json.loads(sidecar_path(output).read_text()), True
+
+    started = time.time()
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # s3prl's compute_mask_indices draws from numpy's global generator
+    rng = np.random.default_rng(seed)
+    model, task_cfg, model_cfg, symbols = build_model(settings["clusters"], seed)
+    need = shortest(model)
+    waves = load_audio(corpus, train, need)
+    if not waves:
+        raise SpeechFTError(f"{corpus}: no training utterance is long enough ({need / 16000:.2f} s) for HuBERT masking")
+    dev_waves = load_audio(corpus, dev[:: max(1, len(dev) // 64)][:64], need)
+    seconds = sum(len(w) for w in waves) / 16000
+    print(f"[speechft] pretrain: {len(waves)} training utterances ({seconds / 60:.1f} min) from {corpus}; "
+          f"{settings['clusters']} MFCC k-means clusters; {settings['steps']} steps; "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters", file=sys.stderr)
+    labels, km_stats, km = kmeans_labels(waves, settings["clusters"], seed, settings["kmeans_frames"], progress)
+    dev_labels = [km.predict(mfcc_50hz(w)).astype(np.int64) for w in dev_waves]
+    print(f"[speechft] k-means: {km_stats}", file=sys.stderr)
+
+    order = sorted(range(len(waves)), key=lambda i: (len(waves[i]), i))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    total = settings["steps"]
+    warm = max(1, int(WARMUP * total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    record = {"corpus": str(corpus), "corpus_sha256": fingerprint, "settings": settings, "kmeans": km_stats,
+              "training_utterances": len(waves), "training_minutes": round(seconds / 60, 2),
+              "loss": [], "accuracy": []}
+    model.train()
+    bar = tqdm(range(1, total + 1), desc="pretrain", unit="step", disable=not progress, file=sys.stderr)
+    smooth = None
+    for step in bar:
+        wav, goals = make_batch(rng, waves, labels, order, settings["batch_seconds"], settings["max_seconds"], need)
+        loss, pen, correct, n = forward_loss(model, wav, goals)
+        if not torch.isfinite(loss):
+            raise SpeechFTError(f"loss became {loss.item()} at step {step}; nothing written")
+        optimizer.zero_grad(set_to_none=True)
+        (loss + FEATURE_PEN * pen).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        scheduler.step()
+        record["loss"].append(round(loss.item(), 5))
+        record["accuracy"].append(round(correct / max(n, 1), 5))
+        smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{smooth:.3f}", acc=f"{correct / max(n, 1):.3f}")
+        if progress and not sys.stderr.isatty() and (step % max(1, total // 10) == 0 or step == total):
+            print(f"[speechft] pretrain step {step}/{total}: loss {smooth:.4f}", file=sys.stderr)
+    bar.close()
+    if dev_waves:
+        record.update(evaluate(model, dev_waves, dev_labels, seed, need))
+
+    weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    state = {"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": weights, "dictionaries_symbols": symbols}
+    checkpoint.save_atomic(state, output)
+    tail = record["loss"][-max(1, min(50, total // 5)):]
+    record["first_loss"] = record["loss"][0]
+    record["final_loss"] = round(sum(tail) / len(tail), 4)
+    tail = record["accuracy"][-len(tail):]
+    record["final_accuracy"] = round(sum(tail) / len(tail), 4)
+    record["seconds_elapsed"] = round(time.time() - started, 1)
+    record["threads"] = torch.get_num_threads()
+    record["sha256"] = _sha256(output)
+    side = sidecar_path(output)
+    tmp = side.with_name(f".{side.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, side)
+    return record, False
+
+
+def add_parser(sub):
+    """The ``speechft pretrain`` subcommand."""
+    p = sub.add_parser("pretrain", help="pre-train a small HuBERT θ0 on a speechft corpus (MFCC k-means targets)",
+                       description="HuBERT's first iteration on the corpus's training audio: MFCC k-means "
+                                   "targets, masked prediction with s3prl's HubertModel. Writes θ0 in s3prl's "
+                                   "converted format and THETA0.pt.json beside it; an identical second call "
+                                   "reuses the file.")
+    p.add_argument("--corpus", required=True, metavar="DIR", help="folder written by `speechft corpus`")
+    p.add_argument("-o", "--output", required=True, metavar="THETA0.pt")
+    p.add_argument("--steps", type=int, help=f"optimizer steps (default {PRESETS['default']['steps']}, "
+                                             f"--quick {PRESETS['quick']['steps']})")
+    p.add_argument("--clusters", type=int, help=f"k-means clusters K (default {PRESETS['default']['clusters']})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a short run (for ./run.sh --quick)")
+    p.add_argument("--force", action="store_true", help="replace an existing output made with other settings")
+    p.set_defaults(func=_command)
+
+
+def _command(args):
+    record, reused = run(args.corpus, args.output, steps=args.steps, clusters=args.clusters, seed=args.seed,
+                         quick=args.quick, force=args.force)
+    what = "reusing" if reused else "wrote"
+    print(f"{what} {args.output} (pre-trained θ0: {record['settings']['steps']} steps, loss "
+          f"{record['first_loss']:.3f} -> {record['final_loss']:.3f}, masked accuracy {record['final_accuracy']:.3f}"
+          + (f", dev {record['dev_masked_accuracy']:.3f}" if "dev_masked_accuracy" in record else "")
+          + f"; {sidecar_path(args.output).name} beside it)")
