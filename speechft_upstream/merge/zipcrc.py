@@ -2,10 +2,12 @@
 
 torch's archive writer computes each record's CRC-32 with miniz's byte-at-a-time routine, about
 400 MB/s here: for a Large checkpoint that is most of the merge's CPU time. zlib's is several
-times faster. So the merge writes records with CRC computation off, works out each record's
-CRC-32 with zlib while the bytes are at hand, and then fills in the three places a zip entry keeps
-it (local header, data descriptor, central directory), making the file byte-for-byte what a
-CRC-computing writer would have produced. ``zipfile.ZipFile.testzip`` checks the result in tests.
+times faster (2.4 GB/s here), libdeflate's (carry-less multiply folding; a system library on
+most Linux distributions, used through ctypes where installed) three times faster again
+(7-8 GB/s). So the merge writes records with CRC computation off, works out each record's CRC-32
+while the bytes are at hand, and then fills in the three places a zip entry keeps it (local
+header, data descriptor, central directory), making the file byte-for-byte what a CRC-computing
+writer would have produced. ``zipfile.ZipFile.testzip`` checks the result in tests.
 """
 
 import ctypes
@@ -16,6 +18,24 @@ import zlib
 _LOCAL, _CENTRAL, _DESCRIPTOR = b"PK\x03\x04", b"PK\x01\x02", b"PK\x07\x08"
 
 
+def _libdeflate_crc32():
+    """libdeflate's crc32(crc, buffer, length), or None where the library is not installed.
+    Same polynomial and conventions as zlib.crc32 (tests check they agree); ctypes releases the
+    GIL during the call, as zlib does."""
+    for name in ("libdeflate.so.0", "libdeflate.so", "libdeflate.dylib"):
+        try:
+            function = ctypes.CDLL(name).libdeflate_crc32
+        except (OSError, AttributeError):
+            continue
+        function.restype = ctypes.c_uint32
+        function.argtypes = (ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t)
+        return function
+    return None
+
+
+_fast_crc32 = _libdeflate_crc32()
+
+
 def crc_of(data, nbytes):
     """CRC-32 of the first ``nbytes`` of ``data``: bytes, str, or a torch storage (read in place)."""
     if isinstance(data, str):
@@ -24,6 +44,8 @@ def crc_of(data, nbytes):
         return zlib.crc32(data[:nbytes])
     if nbytes == 0:
         return 0
+    if _fast_crc32 is not None:
+        return _fast_crc32(0, data.data_ptr(), nbytes)
     view = (ctypes.c_char * nbytes).from_address(data.data_ptr())  # no copy of the tensor bytes
     return zlib.crc32(memoryview(view))
 
