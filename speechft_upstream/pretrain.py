@@ -16,7 +16,8 @@ specials + K cluster ids, so ``label_embs_concat`` has K + 4 rows) and loads wit
 corpus.json), the settings, the loss curve and a held-out masked accuracy; an identical second
 call reuses the file, a call with other settings is refused unless ``--force``.
 
-Deterministic for a seed at a fixed thread count (torch's CPU kernels are; set OMP_NUM_THREADS).
+Runs single-threaded (torch and k-means): bit-exact for a seed, and on a shared 2-core machine
+two torch threads made each step 5–10× more expensive in CPU time than one.
 """
 
 import hashlib
@@ -41,8 +42,8 @@ ARCH = dict(
     dropout_input=0.1, dropout_features=0.1, mask_prob=0.8, mask_length=10, label_rate=50.0,
 )
 PRESETS = {  # --quick: fewer steps; the same model so later stages see the same shapes
-    "default": dict(steps=600, clusters=64, lr=1e-3, batch_seconds=24.0, max_seconds=4.0, kmeans_frames=200000),
-    "quick": dict(steps=100, clusters=64, lr=1e-3, batch_seconds=12.0, max_seconds=3.0, kmeans_frames=60000),
+    "default": dict(steps=1500, clusters=64, lr=1e-3, batch_seconds=24.0, max_seconds=4.0, kmeans_frames=200000),
+    "quick": dict(steps=200, clusters=64, lr=1e-3, batch_seconds=12.0, max_seconds=3.0, kmeans_frames=60000),
 }
 FEATURE_GRAD_MULT = 0.1
 FEATURE_PEN = 10.0
@@ -272,6 +273,7 @@ def run(corpus, output, steps=None, clusters=None, seed=0, quick=False, force=Fa
         return json.loads(sidecar_path(output).read_text()), True
 
     started = time.time()
+    torch.set_num_threads(1)
     torch.manual_seed(seed)
     np.random.seed(seed)  # s3prl's compute_mask_indices draws from numpy's global generator
     rng = np.random.default_rng(seed)
@@ -285,9 +287,13 @@ def run(corpus, output, steps=None, clusters=None, seed=0, quick=False, force=Fa
     print(f"[speechft] pretrain: {len(waves)} training utterances ({seconds / 60:.1f} min) from {corpus}; "
           f"{settings['clusters']} MFCC k-means clusters; {settings['steps']} steps; "
           f"{sum(p.numel() for p in model.parameters()):,} parameters", file=sys.stderr)
-    labels, km_stats, km = kmeans_labels(waves, settings["clusters"], seed, settings["kmeans_frames"], progress)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        labels, km_stats, km = kmeans_labels(waves, settings["clusters"], seed, settings["kmeans_frames"], progress)
     dev_labels = [km.predict(mfcc_50hz(w)).astype(np.int64) for w in dev_waves]
-    print(f"[speechft] k-means: {km_stats}", file=sys.stderr)
+    km_stats["seconds"] = round(time.time() - started, 1)
+    print(f"[speechft] k-means targets: {km_stats}", file=sys.stderr)
 
     order = sorted(range(len(waves)), key=lambda i: (len(waves[i]), i))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
@@ -318,6 +324,7 @@ def run(corpus, output, steps=None, clusters=None, seed=0, quick=False, force=Fa
         if progress and not sys.stderr.isatty() and (step % max(1, total // 10) == 0 or step == total):
             print(f"[speechft] pretrain step {step}/{total}: loss {smooth:.4f}", file=sys.stderr)
     bar.close()
+    record["train_seconds"] = round(time.time() - started - km_stats["seconds"], 1)
     if dev_waves:
         record.update(evaluate(model, dev_waves, dev_labels, seed, need))
 
