@@ -8,7 +8,7 @@ DATA_LAYOUT="train.csv dev.csv test.csv (wav_path + phonemes, or transcription +
 DATA_PATHS=(
   "config.downstream_expert.corpus.csv_dir=@DATA"
   "config.downstream_expert.corpus.lexicon=@DATA/lexicon.txt"
-  "config.downstream_expert.text.vocab_file=@DATA/phoneme.txt|@RECIPES/configs/phoneme.txt"
+  "config.downstream_expert.text.vocab_file=@DATA/phoneme.txt|@DATA/phones.txt|@RECIPES/configs/phoneme.txt"
 )
 DATA_CHECK=(train.csv dev.csv test.csv)
 BATCH_KEYS=(config.downstream_expert.corpus.batch_size)

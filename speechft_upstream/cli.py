@@ -162,6 +162,9 @@ def build_parser():
     from speechft_upstream import pretrain
 
     pretrain.add_parser(sub)
+    from speechft_upstream.benchmark import pipeline as benchmark
+
+    benchmark.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,273 @@
+"""The benchmark's report: results.{md,csv,json}, scores.json, alpha_sweep.{csv,json}, plots."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from speechft_upstream.benchmark.pipeline import ALPHAS, BASELINE, TASKS
+
+MAIN = ("fbank", "theta0", "theta_prime", "theta_hat")
+LABELS = {"fbank": "FBANK", "theta0": "θ0", "theta_prime": "θ′", "theta_hat": "θ̂"}
+DESCRIBE = {"fbank": "FBANK features (s3prl's `fbank` upstream): the score's lower reference",
+            "theta0": "θ0, the pre-trained encoder",
+            "theta_prime": "θ′, θ0 after stable fine-tuning on PR",
+            "theta_hat": "θ̂ = (1−α)·θ0 + α·θ′, α chosen on dev"}
+
+
+def _percent(value):
+    return 100.0 * value
+
+
+def rows_of(context):
+    """One row per main encoder × task (test split), values in percent."""
+    evals, hat = context["evals"], context["theta_hat"]
+    source = {"fbank": "fbank", "theta0": "theta0", "theta_prime": "theta_prime", "theta_hat": hat["encoder"]}
+    rows = []
+    for encoder in MAIN:
+        for task in context["tasks"]:
+            _, _, _, metric, higher = TASKS[task]
+            out = evals[(source[encoder], task)]
+            row = {"encoder": encoder, "task": task, "metric": metric, "value": round(_percent(out["test"]), 4),
+                   "split": "test", "dev_value": round(_percent(out["dev"]), 4), "higher_is_better": higher,
+                   "unit": "%"}
+            if encoder == "theta_hat":
+                row["alpha"] = hat["alpha"]
+            rows.append(row)
+    return rows
+
+
+def sweep_of(context):
+    """Every evaluated α (0 = θ0, 1 = θ′) × task, dev and test, values in percent."""
+    evals = context["evals"]
+    rows = []
+    for alpha in (0.0, *context["alphas"]):
+        name = "theta0" if alpha == 0.0 else "theta_prime" if alpha == 1.0 else f"alpha{alpha:g}"
+        for task in context["tasks"]:
+            metric = TASKS[task][3]
+            out = evals[(name, task)]
+            rows.append({"alpha": alpha, "encoder": name, "task": task, "metric": metric,
+                         "dev": round(_percent(out["dev"]), 4), "test": round(_percent(out["test"]), 4)})
+    return rows
+
+
+def _fmt(value):
+    return f"{value:.2f}"
+
+
+def write(out, context):
+    from speechft_upstream.evaluate import score
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = rows_of(context)
+    sweep = sweep_of(context)
+    refs = score.load_references(score.MINI_REFERENCES)
+    test_scores = score.compute(rows, refs, split="test", baseline_encoder=BASELINE, source="results.json")
+    written = []
+
+    (out / "results.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    fields = ["encoder", "task", "metric", "value", "split", "dev_value", "higher_is_better", "unit", "alpha"]
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(out / "alpha_sweep.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["alpha", "encoder", "task", "metric", "dev", "test"])
+        writer.writeheader()
+        writer.writerows(sweep)
+    scores = {"references": refs["name"], "references_file": Path(refs["path"]).name, "split": "test",
+              "scores": {e: s["score"] for e, s in test_scores.items()}, "detail": test_scores,
+              "alpha": context["theta_hat"]["alpha"],
+              "dev_score_by_alpha": {f"{a:g}": s for a, s in context["by_alpha"].items()},
+              "dev_scores": {e: s["score"] for e, s in context["dev_scores"].items()}}
+    (out / "scores.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "alpha_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n", encoding="utf-8")
+    written += [out / n for n in ("results.json", "results.csv", "scores.json", "alpha_sweep.csv", "alpha_sweep.json")]
+
+    analysis_dir = out / "analysis"
+    if analysis_dir.exists():
+        shutil.rmtree(analysis_dir)
+    shutil.copytree(context["analysis"]["dir"], analysis_dir)
+    written.append(analysis_dir)
+
+    written += plot_sweep(out / "alpha_sweep.png", context, sweep, rows)
+    written += plot_bars(out / "bars.png", rows, context)
+    (out / "results.md").write_text("\n".join(markdown(context, rows, test_scores, analysis_dir)) + "\n",
+                                    encoding="utf-8")
+    written.insert(0, out / "results.md")
+    (out / "summary.txt").write_text("\n".join(table_lines(rows, test_scores, context)) + "\n", encoding="utf-8")
+    return written
+
+
+def table_lines(rows, test_scores, context):
+    """The pivot table (encoders × tasks, test) with the SUPERB-style score, as Markdown lines."""
+    tasks = list(context["tasks"])
+    head = "| encoder | " + " | ".join(f"{t} {TASKS[t][3]} % {'↑' if TASKS[t][4] else '↓'}" for t in tasks) \
+        + " | score (test) |"
+    lines = [head, "|---|" + "---:|" * (len(tasks) + 1)]
+    by = {(r["encoder"], r["task"]): r for r in rows}
+    for encoder in MAIN:
+        label = LABELS[encoder] + (f" (α = {context['theta_hat']['alpha']:g})" if encoder == "theta_hat" else "")
+        cells = [_fmt(by[(encoder, t)]["value"]) for t in tasks]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {test_scores[encoder]['score']:.1f} |")
+    return lines
+
+
+def markdown(context, rows, test_scores, analysis_dir):
+    hat = context["theta_hat"]
+    sizes = context["sizes"]
+    theta0 = context["theta0"]
+    lines = ["# speechft mini-SUPERB: Speech-FT end to end, offline", ""]
+    if context["size"] != "full":
+        lines += [f"**Size: `{context['size']}`** (`speechft benchmark --{context['size']}`): fewer steps and a "
+                  "smaller corpus than `./run.sh`; numbers are noisy.", ""]
+    if theta0.get("fallback"):
+        lines += [f"> **WARNING:** {theta0['fallback']}.", ""]
+    lines += ["Test split, SUPERB protocol (frozen encoder, weighted sum of all hidden states, the task's "
+              "standard head; the dev-best checkpoint is tested). Values in percent; score = 1000 × mean over "
+              "tasks of (s − FBANK)/(perfect − FBANK) (`speechft score --references mini_superb_references.yaml`; "
+              "FBANK = 0, perfect = 1000).", ""]
+    lines += table_lines(rows, test_scores, context)
+    lines += ["", "- " + "\n- ".join(DESCRIBE[e] for e in MAIN), f"- tasks: {', '.join(context['tasks'])}",
+              f"- θ0: {theta0['source']}; θ′: stable fine-tuning on PR (`pr.sh finetune`, "
+              f"{sizes['finetune']['steps']} steps, batch {sizes['finetune']['batch']}, lr {sizes['finetune']['lr']}, "
+              f"β {sizes['finetune']['beta']})",
+              f"- corpus: {context['corpus']['speakers']} eSpeak NG speakers, {context['corpus']['minutes']} min of "
+              f"audio (size `{context['corpus']['size']}`); ER is prosody classification (neutral, question, "
+              "excited, calm)", ""]
+
+    lines += ["## α chosen on dev", "",
+              "Merged θ̂_α were written for α = " + ", ".join(f"{a:g}" for a in ALPHAS) + "; θ0 (α = 0), "
+              + ", ".join(f"θ̂_{a:g}" for a in context["alphas"] if a != 1.0) + " and θ′ (α = 1, which θ̂_1 "
+              "equals up to rounding) were evaluated on every task. The dev "
+              "score of α is the same SUPERB-style score computed on the **dev** splits (FBANK's dev values as "
+              "the lower point); the α with the highest dev score is θ̂, and only its test numbers are reported "
+              "above (the test column is shown for reading the sweep, not for choosing).", "", "| α | dev score | test score |", "|---:|---:|---:|"]
+    from speechft_upstream.evaluate import score
+
+    refs = score.load_references(score.MINI_REFERENCES)
+    sweep_test = [{"encoder": r["encoder"], "task": r["task"], "metric": r["metric"], "value": r["test"],
+                   "split": "test"} for r in sweep_of(context)]
+    fb = [{"encoder": BASELINE, "task": r["task"], "metric": r["metric"], "value": r["value"], "split": "test"}
+          for r in rows if r["encoder"] == BASELINE]
+    sweep_scores = score.compute(sweep_test + fb, refs, split="test", baseline_encoder=BASELINE, source="sweep")
+    theta0_dev = context["dev_scores"].get("theta0", {}).get("score")
+    lines.append(f"| 0 (θ0) | {theta0_dev:.1f} | {sweep_scores['theta0']['score']:.1f} |")
+    for a, s in context["by_alpha"].items():
+        name = "theta_prime" if a == 1.0 else f"alpha{a:g}"
+        mark = " **← chosen**" if a == hat["alpha"] else ""
+        lines.append(f"| {a:g}{' (θ′)' if a == 1.0 else ''}{mark} | {s:.1f} | {sweep_scores[name]['score']:.1f} |")
+    lines += ["", "Per task and α: `alpha_sweep.csv`; plot: `alpha_sweep.png`.", "",
+              "![score against α](alpha_sweep.png)", "", "![per task](bars.png)", ""]
+
+    lines += ["## What was measured", ""] + verdict(rows, hat, context["tasks"]) + [""]
+
+    lines += ["## Per-layer similarity to θ0 (`speechft analyze`)", ""]
+    md = analysis_dir / "similarity.md"
+    if md.is_file():
+        lines += md.read_text(encoding="utf-8").splitlines()
+    lines += ["", "![similarity](analysis/similarity.png)", ""]
+
+    lines += ["## Runs", "", "| stage | seconds | |", "|---|---:|---|"]
+    for stage, (seconds, reused) in context["times"].items():
+        lines.append(f"| {stage} | {seconds:.0f} | {'reused' if reused else ''} |")
+    evals = ", ".join(f"{t} {s} steps × batch {b}, lr {lr:g}" for t, (s, b, lr) in sizes["eval"].items())
+    lines += ["", f"Evaluation heads: {evals}; gradient accumulation 1; {context['jobs']} run(s) at a time on "
+              f"{context['device']}. Wall time of this run: {context['wall_seconds']:.0f} s. Stage outputs: "
+              f"`{context['work']}`.", "",
+              "Rows: `results.json` / `results.csv` (one per encoder × task, test split, with the dev value); "
+              "scores: `scores.json`."]
+    return lines
+
+
+def verdict(rows, hat, tasks):
+    """Plain statements of what the numbers show (no claims beyond them)."""
+    by = {(r["encoder"], r["task"]): r for r in rows}
+
+    def better(a, b, task):
+        ra, rb = by[(a, task)], by[(b, task)]
+        return ra["value"] > rb["value"] if ra["higher_is_better"] else ra["value"] < rb["value"]
+
+    lines = []
+    pr = "PR"
+    lines.append(f"- Fine-tuning task (PR, PER ↓): θ0 {by[('theta0', pr)]['value']:.2f}, θ′ "
+                 f"{by[('theta_prime', pr)]['value']:.2f}, θ̂ {by[('theta_hat', pr)]['value']:.2f}.")
+    others = [t for t in tasks if t != pr]
+    worse = [t for t in others if better("theta0", "theta_prime", t)]
+    lines.append(f"- Other tasks where θ′ is worse than θ0: {', '.join(worse) or 'none'} "
+                 f"(of {', '.join(others)}).")
+    hat_vs_prime = [t for t in others if better("theta_hat", "theta_prime", t)]
+    hat_vs_0 = [t for t in others if not better("theta0", "theta_hat", t)]
+    lines.append(f"- Other tasks where θ̂ (α = {hat['alpha']:g}) beats θ′: {', '.join(hat_vs_prime) or 'none'}; "
+                 f"where θ̂ is at least as good as θ0: {', '.join(hat_vs_0) or 'none'}.")
+    lines.append("- Single runs with one seed on a small synthetic corpus: differences of a few points are "
+                 "within run-to-run noise.")
+    return lines
+
+
+def plot_sweep(path, context, sweep, rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(context["tasks"])
+    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(3.2 * (len(tasks) + 1), 3.4))
+    fbank = {r["task"]: r for r in rows if r["encoder"] == BASELINE}
+    for ax, task in zip(axes, tasks):
+        mine = [r for r in sweep if r["task"] == task]
+        xs = [r["alpha"] for r in mine]
+        ax.plot(xs, [r["dev"] for r in mine], marker="o", label="dev")
+        ax.plot(xs, [r["test"] for r in mine], marker="s", label="test")
+        ax.axhline(fbank[task]["value"], color="grey", ls="--", lw=1, label="FBANK test")
+        ax.axvline(context["theta_hat"]["alpha"], color="red", ls=":", lw=1)
+        ax.set_title(f"{task} {TASKS[task][3]} % {'↑' if TASKS[task][4] else '↓'}")
+        ax.set_xlabel("α (0 = θ0, 1 = θ′)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    ax = axes[-1]
+    alphas = [0.0, *context["by_alpha"]]
+    dev = [context["dev_scores"]["theta0"]["score"], *context["by_alpha"].values()]
+    ax.plot(alphas, dev, marker="o", color="black")
+    ax.axvline(context["theta_hat"]["alpha"], color="red", ls=":", lw=1, label="chosen α")
+    ax.set_title("dev score (selects α)")
+    ax.set_xlabel("α")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle("Each task against α: θ̂_α = (1−α)·θ0 + α·θ′ (fine-tuned on PR)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]
+
+
+def plot_bars(path, rows, context):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(context["tasks"])
+    by = {(r["encoder"], r["task"]): r["value"] for r in rows}
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.6 * len(tasks), 3.2))
+    colours = {"fbank": "#bbbbbb", "theta0": "#4c72b0", "theta_prime": "#dd8452", "theta_hat": "#55a868"}
+    for ax, task in zip(axes, tasks):
+        values = [by[(e, task)] for e in MAIN]
+        bars = ax.bar(range(len(MAIN)), values, color=[colours[e] for e in MAIN])
+        ax.set_xticks(range(len(MAIN)), [LABELS[e] for e in MAIN])
+        ax.set_title(f"{task} {TASKS[task][3]} % {'↑' if TASKS[task][4] else '↓'}", fontsize=10)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.margins(y=0.15)
+    fig.suptitle(f"Test split: FBANK, θ0, θ′ (PR fine-tuned), θ̂ (α = {context['theta_hat']['alpha']:g})",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]
+
+
+def summary_lines(out):
+    path = Path(out) / "summary.txt"
+    lines = ["", f"mini-SUPERB results (test split; {Path(out) / 'results.md'}):", ""]
+    return lines + path.read_text(encoding="utf-8").splitlines()
