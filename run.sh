@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # speechft's two entry points for a new user:
-#   ./run.sh          the main job (set-up if needed, then the demo)
+#   ./run.sh          the main job (set-up if needed, then the mini-SUPERB benchmark)
 #   ./run.sh test     the test suite
 # Both create or reuse the project's virtual environment in .venv on first use.
 set -euo pipefail
@@ -15,10 +15,18 @@ usage() {
 usage: ./run.sh [COMMAND] [ARGS...]
 
 commands:
-  (none)        set up .venv if needed, then run the demo: a tiny HuBERT θ0 is built,
-                stable-fine-tuned a few steps through s3prl's runner (-u speechft_hubert -f),
-                resumed, extracted as θ′, merged at α = 0.25 into θ̂, and θ̂ evaluated with
-                the frozen-upstream protocol; results under exp/demo/
+  (none)        set up .venv if needed, then the main job, the offline mini-SUPERB benchmark
+                (speechft benchmark; under 60 minutes on 2 cores): eSpeak NG corpus, θ0 pre-trained
+                on it, stable fine-tuning on PR -> θ′, merges θ̂_α, α chosen on dev, SUPERB protocol
+                for FBANK, θ0, θ′, θ̂ on PR, SID, KS, IC, ER; report in results/ (results.md,
+                .csv, .json, scores.json, plots), stages cached in exp/mini_superb/ and reused
+  --quick       the same, smaller and shorter (under 10 minutes); other options go to
+                speechft benchmark (--out DIR, --work DIR, --jobs N, --tasks T,T; see
+                .venv/bin/speechft benchmark -h)
+  demo          the short demo (about 40 s): a tiny HuBERT θ0 is built, stable-fine-tuned a few
+                steps through s3prl's runner (-u speechft_hubert -f), resumed, extracted as θ′,
+                merged at α = 0.25 into θ̂, and θ̂ evaluated with the frozen-upstream protocol;
+                results under exp/demo/
   test [ARGS]   set up .venv if needed, then run the tests (ARGS go to pytest,
                 e.g. ./run.sh test -m slow, ./run.sh test -k registry)
   setup         only create or update .venv
@@ -159,6 +167,7 @@ case "$cmd" in
     cd "$ROOT"
     exec "$PY" -m pytest "$@"
     ;;
-  "") setup_venv; demo ;;
+  ""|--*) setup_venv; cd "$ROOT"; exec "$VENV/bin/speechft" benchmark "$@" ;;
+  demo) setup_venv; demo ;;
   *) say "error: unknown command '$cmd'"; usage >&2; exit 2 ;;
 esac
