@@ -132,15 +132,16 @@ def _warm(paths):
     subprocess.run([sys.executable, "-c", READ_ONLY, *map(str, paths)], check=True, capture_output=True)
 
 
-def measure(cmd, inputs, cold, cleanup=()):
-    """Wall seconds, peak RSS bytes, CPU seconds (user + sys) and stdout of ``cmd`` as a child."""
+def measure(cmd, inputs, cold, cleanup=(), repo=REPO):
+    """Wall seconds, peak RSS bytes, CPU seconds (user + sys) and stdout of ``cmd`` as a child
+    (run in ``repo``, importing speechft from there)."""
     for path in cleanup:
         Path(path).unlink(missing_ok=True)
     _evict(inputs) if cold else _warm(inputs)
-    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+    env = dict(os.environ, PYTHONPATH=str(repo), TQDM_DISABLE="1")
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=repo)
         _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage, unlike wait()
         wall = time.perf_counter() - start
         proc.returncode = status
@@ -158,7 +159,7 @@ def _child(*args):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_size(size, folder, repeat, cold):
+def run_size(size, folder, repeat, cold, baseline=None):
     built = _child("--build", size, str(folder))
     paths, n = {k: Path(v) for k, v in built["paths"].items()}, built["n"]
     inputs = [paths["theta0"], paths["theta1"]]
@@ -166,17 +167,21 @@ def run_size(size, folder, repeat, cold):
     out_ours, out_mem = folder / f"{size}_merged.pt", folder / f"{size}_inmemory.pt"
     out_copy = folder / f"{size}_copy.bin"
     py = sys.executable
+    merge_cmd = [py, "-m", "speechft_upstream.cli", "merge", "--base", str(inputs[0]),
+                 "--finetuned", str(inputs[1]), "--alpha", str(ALPHA), "-o"]
     runs = {
         "floor": lambda: measure([py, "-c", READ_ONLY, *map(str, inputs)], inputs, cold),
         "rd+wr": lambda: measure([py, "-c", READ_WRITE, str(out_copy), *map(str, inputs)], inputs, cold,
                                  cleanup=[out_copy]),
         "process": lambda: measure([py, "-c", IMPORT_AND_READ, *map(str, inputs)], inputs, cold),
-        "speechft": lambda: measure([py, "-m", "speechft_upstream.cli", "merge", "--base", str(inputs[0]),
-                                     "--finetuned", str(inputs[1]), "--alpha", str(ALPHA), "-o", str(out_ours)],
-                                    inputs, cold, cleanup=[out_ours]),
+        "speechft": lambda: measure([*merge_cmd, str(out_ours)], inputs, cold, cleanup=[out_ours]),
         "in-memory": lambda: measure([py, "-c", IN_MEMORY, str(inputs[0]), str(inputs[1]), str(out_mem), str(ALPHA)],
                                      inputs, cold, cleanup=[out_mem]),
     }
+    if baseline is not None:  # the same command from another checkout, in the same interleaved runs
+        out_base = folder / f"{size}_baseline.pt"
+        runs["baseline"] = lambda: measure([*merge_cmd, str(out_base)], inputs, cold, cleanup=[out_base],
+                                           repo=baseline)
     results = {name: [] for name in runs}
     for _ in range(repeat):
         for name, fn in runs.items():  # interleaved, so load from other processes hits all alike
@@ -189,7 +194,7 @@ def run_size(size, folder, repeat, cold):
         raise RuntimeError(f"speechft and in-memory merges differ by {worst}")
     summary = {name: (statistics.median(r[0] for r in rs), max(r[1] for r in rs), statistics.median(r[2] for r in rs))
                for name, rs in results.items()}
-    for path in [*inputs, out_ours, out_mem, out_copy]:
+    for path in [*inputs, out_ours, out_mem, out_copy, folder / f"{size}_baseline.pt"]:
         path.unlink(missing_ok=True)  # Large needs ~5 GB while it runs; free it for the next size
     return n, ckpt, summary, worst
 
@@ -218,6 +223,9 @@ def report(size, n, ckpt, s, worst):
           "one checkpoint, in-process)")
     print(f"  speechft wall / process floor           {ours[0] / proc[0]:5.2f}  (Python + import torch + read once)")
     print(f"  speechft CPU / process floor CPU        {ours[2] / proc[2]:5.2f}")
+    if "baseline" in s:
+        print(f"  speechft / baseline checkout: wall {ours[0] / s['baseline'][0]:.2f}x, "
+              f"CPU {ours[2] / s['baseline'][2]:.2f}x")
     print(f"  speechft / in-memory: wall {ours[0] / mem[0]:.2f}x, CPU {ours[2] / mem[2]:.2f}x, "
           f"peak RSS {ours[1] / mem[1]:.2f}x")
 
@@ -230,6 +238,9 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (median wall/CPU time)")
     parser.add_argument("--quick", action="store_true", help="Base only, one run each (about a minute)")
     parser.add_argument("--cold", action="store_true", help="evict inputs from the page cache before each run")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also time `speechft merge` from another checkout (e.g. `git worktree` of an "
+                             "older commit), interleaved with the rest: a before/after in one run")
     parser.add_argument("--workdir", help="where to write the checkpoints (default: a temporary folder)")
     parser.add_argument("--build", nargs=2, metavar=("SIZE", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help=argparse.SUPPRESS)
@@ -252,7 +263,9 @@ def main(argv=None):
               f"{args.repeat} run(s) each, median wall and CPU time, max peak RSS; {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.1f} at start")
         for size in sizes:
-            report(size, *run_size(size, Path(tmp), args.repeat, args.cold))
+            baseline = Path(args.baseline).resolve() if args.baseline else None
+            report(size, *run_size(size, Path(tmp), args.repeat, args.cold, baseline))
+            print(f"  load average {os.getloadavg()[0]:.1f} after these runs")
 
 
 if __name__ == "__main__":
