@@ -43,7 +43,7 @@ ARCH = dict(
 )
 PRESETS = {  # --quick: fewer steps; the same model so later stages see the same shapes
     "default": dict(steps=1500, clusters=64, lr=1e-3, batch_seconds=24.0, max_seconds=4.0, kmeans_frames=200000),
-    "quick": dict(steps=200, clusters=64, lr=1e-3, batch_seconds=12.0, max_seconds=3.0, kmeans_frames=60000),
+    "quick": dict(steps=350, clusters=64, lr=1e-3, batch_seconds=12.0, max_seconds=3.0, kmeans_frames=60000),
 }
 FEATURE_GRAD_MULT = 0.1
 FEATURE_PEN = 10.0
@@ -90,6 +90,8 @@ def load_audio(corpus, utterances, min_samples):
 
     waves = []
     for u in utterances:
+        if not isinstance(u, dict) or not isinstance(u.get("path"), str):
+            raise SpeechFTError(f"{Path(corpus) / 'corpus.json'}: an utterance entry has no audio path ({str(u)[:80]})")
         path = Path(corpus) / u["path"]
         try:
             data, rate = soundfile.read(str(path), dtype="int16", always_2d=False)
