@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,15 +51,15 @@ SIZES = {
     "full": {
         "corpus": "default", "theta0": "pretrain", "alphas": ALPHAS,
         "finetune": {"steps": 800, "batch": 8, "lr": 1e-3, "beta": 0.1},
-        "eval": {"PR": (500, 8, 1e-2), "SID": (500, 8, 5e-3), "KS": (400, 16, 5e-3),
-                 "IC": (400, 16, 5e-3), "ER": (400, 8, 5e-3)},
+        "eval": {"PR": (400, 8, 1e-2), "SID": (400, 8, 5e-3), "KS": (300, 16, 5e-3),
+                 "IC": (300, 16, 5e-3), "ER": (300, 8, 5e-3)},
         "analyze_files": 60,
     },
     "quick": {
-        "corpus": "quick", "theta0": "pretrain", "alphas": (0.25, 0.5, 1.0),
+        "corpus": "quick", "theta0": "pretrain", "alphas": (0.25, 1.0),
         "finetune": {"steps": 200, "batch": 8, "lr": 1e-3, "beta": 0.1},
-        "eval": {"PR": (100, 8, 1e-2), "SID": (80, 8, 5e-3), "KS": (60, 16, 5e-3),
-                 "IC": (60, 16, 5e-3), "ER": (60, 8, 5e-3)},
+        "eval": {"PR": (120, 8, 1e-2), "SID": (100, 8, 1e-2), "KS": (100, 16, 1e-2),
+                 "IC": (100, 16, 1e-2), "ER": (100, 8, 1e-2)},
         "analyze_files": 30,
     },
     # the tests' size: a tiny corpus (whose IC split lacks some train labels), random θ0, PR and KS
@@ -192,7 +193,10 @@ def pretrain_available():
 
 
 def stage_corpus(work, size, seed):
-    stage = Stage(work / "corpus", {"size": SIZES[size]["corpus"], "seed": seed})
+    from speechft_upstream.data import corpus as corpus_module
+
+    stage = Stage(work / "corpus", {"size": SIZES[size]["corpus"], "seed": seed,
+                                    "format": corpus_module.FORMAT_VERSION})
     done = stage.cached()
     if done:
         say(f"reusing {stage.folder} (eSpeak NG corpus, {SIZES[size]['corpus']} size, seed {seed})")
@@ -262,7 +266,7 @@ def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_huber
     cmd = ["bash", RECIPES / recipe, mode, "--upstream", upstream, "--data", data, "--exp", exp,
            "--steps", steps, "--batch-size", batch, "--lr", lr, "--workers", 0, "--device", device,
            "-o", "config.runner.gradient_accumulate_steps=1"]
-    eval_step = steps if steps < 40 else steps // 4
+    eval_step = steps if steps < 40 else steps // 2  # two dev passes: each costs a pass over dev
     cmd += ["-o", f"config.runner.eval_step={eval_step},,config.runner.log_step={max(1, steps // 10)}"
                   f",,config.runner.save_step={eval_step}"]
     if ckpt is not None:
@@ -299,7 +303,7 @@ def stage_merge(work, theta0, theta_prime):
                                    "alphas": ALPHAS})
     done = stage.cached()
     if done:
-        say(f"reusing {len(done['paths'])} merged files in {stage.folder}")
+        say(f"reusing {stage.folder} ({len(done['paths'])} merged files)")
         return done
     stage.start()
     cmd = _speechft("merge", "--base", theta0["path"], "--finetuned", theta_prime["path"],
@@ -319,7 +323,10 @@ def _dev_values(log, metric, split="dev"):
     return [float(v) for v in re.findall(rf"(?:^|[^\w]){split} {metric}: ([-+0-9.eE]+|nan)", text)]
 
 
-def _eval_one(stage, task, data, encoder, steps, batch, lr, device):
+def _eval_one(stage, task, data, encoder, steps, batch, lr, device, slots=None):
+    if slots is not None:  # a limit on runs at a time shared with the background runs
+        with slots:
+            return _eval_one(stage, task, data, encoder, steps, batch, lr, device)
     recipe, _, metric, _, higher = TASKS[task]
     stage.start()
     exp = stage.folder / "exp"
@@ -338,8 +345,12 @@ def _eval_one(stage, task, data, encoder, steps, batch, lr, device):
     return stage.finish(out, ["exp/results.json"])
 
 
-def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks):
-    """SUPERB protocol for every encoder × task; runs ``jobs`` recipes at a time."""
+def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, background=False, slots=None):
+    """SUPERB protocol for every encoder × task; runs ``jobs`` recipes at a time.
+
+    ``background``: started early on the core another stage leaves free (one line per finished
+    run, no progress bar); its results are collected when stage 5 starts.
+    """
     from tqdm import tqdm
 
     todo, results = [], {}
@@ -356,6 +367,17 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks):
             else:
                 data = Path(corpus_info["dir"]) / TASKS[task][1]
                 todo.append((stage, task, data, encoder, steps, batch, lr))
+    if background:
+        failures = []
+        for stage, task, data, enc, steps, batch, lr in todo:
+            try:
+                out = _eval_one(stage, task, data, enc, steps, batch, lr, device, slots)
+                results[(enc["name"], task)] = out
+                say(f"\n  [evaluate, in the background] {ENCODER_LABELS.get(enc['name'], enc['name'])} {task}: "
+                    f"dev {out['dev']:.4f}, test {out['test']:.4f} ({out['_seconds']:.0f} s)")
+            except Exception as err:
+                failures.append(f"{enc['name']}/{task}: {err}")
+        return results, failures
     if results:
         say(f"reusing {len(results)} finished evaluation(s)")
     if not todo:
@@ -364,7 +386,7 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks):
     failures = []
     bar = tqdm(total=len(todo), desc="evaluate", unit="run", file=sys.stderr, dynamic_ncols=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_eval_one, stage, task, data, enc, steps, batch, lr, device): (enc["name"], task)
+        futures = {pool.submit(_eval_one, stage, task, data, enc, steps, batch, lr, device, slots): (enc["name"], task)
                    for stage, task, data, enc, steps, batch, lr in todo}
         for future in concurrent.futures.as_completed(futures):
             name, task = futures[future]
@@ -433,6 +455,17 @@ def select_alpha(evals, alphas):
     return best, by_alpha, scores
 
 
+def _sweep_encoders(alphas, theta_prime, merged):
+    out = []
+    for a in alphas:
+        if a == 1.0:  # θ̂ at α = 1 is θ′ itself
+            out.append({"name": "theta_prime", "path": theta_prime["path"], "key": _key(theta_prime)})
+        else:
+            out.append({"name": _alpha_encoder(a), "path": merged["paths"][f"{a:g}"],
+                        "key": _key(theta_prime) + f"{a:g}"})
+    return out
+
+
 def _alpha_encoder(alpha):
     return "theta_prime" if alpha == 1.0 else f"alpha{alpha:g}"
 
@@ -463,33 +496,57 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
     say(f"corpus: {corpus_info['speakers']} speakers, {corpus_info['minutes']} min of audio, "
         + ", ".join(f"{t} {n}" for t, n in corpus_info["utterances"].items()))
 
-    header(2, total, "θ0: tiny HuBERT pre-trained on the corpus (speechft pretrain)")
-    theta0 = stage_theta0(work, size, seed, corpus_info)
-    times["theta0"] = theta0
-    if theta0.get("fallback"):
-        say(f"WARNING: {theta0['fallback']}")
+    # Pre-training and fine-tuning run on one core: with two or more jobs, the FBANK and θ0
+    # evaluations (which need only the corpus and θ0) run meanwhile on the other one.
+    fbank = {"name": BASELINE, "key": "s3prl fbank"}
+    background = concurrent.futures.ThreadPoolExecutor(max_workers=1) if jobs >= 2 else None
+    slots = threading.Semaphore(jobs)
+    early = []
+    if background:
+        say("FBANK evaluations start in the background (one at a time)")
+        early.append(background.submit(stage_evaluate, work, size, corpus_info, [fbank], device, 1, tasks, True, slots))
 
-    header(3, total, "θ′: stable fine-tuning on PR (downstream_recipes/pr.sh finetune)")
-    theta_prime = stage_finetune(work, size, corpus_info, theta0, device)
-    times["finetune"] = theta_prime
+    try:
+        header(2, total, "θ0: tiny HuBERT pre-trained on the corpus (speechft pretrain)")
+        theta0 = stage_theta0(work, size, seed, corpus_info)
+        times["theta0"] = theta0
+        if theta0.get("fallback"):
+            say(f"WARNING: {theta0['fallback']}")
+        theta0_encoder = {"name": "theta0", "path": theta0["path"], "key": _key(theta0)}
+        if background:
+            say("θ0 evaluations queued in the background")
+            early.append(background.submit(stage_evaluate, work, size, corpus_info, [theta0_encoder], device, 1, tasks,
+                                           True, slots))
 
-    header(4, total, "θ̂_α = (1−α)·θ0 + α·θ′ for α = " + ", ".join(f"{a:g}" for a in ALPHAS) + " (speechft merge)")
-    merged = stage_merge(work, theta0, theta_prime)
-    times["merge"] = merged
+        header(3, total, "θ′: stable fine-tuning on PR (downstream_recipes/pr.sh finetune)")
+        theta_prime = stage_finetune(work, size, corpus_info, theta0, device)
+        times["finetune"] = theta_prime
 
-    header(5, total, "SUPERB protocol: frozen encoder, weighted sum, task heads (<task>.sh evaluate)")
-    encoders = [{"name": BASELINE, "key": "s3prl fbank"},
-                {"name": "theta0", "path": theta0["path"], "key": _key(theta0)}]
-    for a in alphas:
-        if a == 1.0:  # θ̂ at α = 1 is θ′ itself
-            encoders.append({"name": "theta_prime", "path": theta_prime["path"], "key": _key(theta_prime)})
-        else:
-            encoders.append({"name": _alpha_encoder(a), "path": merged["paths"][f"{a:g}"],
-                             "key": _key(theta_prime) + f"{a:g}"})
+        header(4, total, "θ̂_α = (1−α)·θ0 + α·θ′ for α = " + ", ".join(f"{a:g}" for a in ALPHAS) + " (speechft merge)")
+        merged = stage_merge(work, theta0, theta_prime)
+        times["merge"] = merged
+
+        header(5, total, "SUPERB protocol: frozen encoder, weighted sum, task heads (<task>.sh evaluate)")
+        t5 = time.time()
+        rest = [e for e in _sweep_encoders(alphas, theta_prime, merged)]
+        if background:
+            failures = []
+            if not all(f.done() for f in early):  # θ′ and θ̂_α now, sharing the cores with them
+                say("the FBANK / θ0 evaluations are still running in the background")
+                stage_evaluate(work, size, corpus_info, rest, device, jobs, tasks, slots=slots)
+            for future in early:
+                failures += future.result()[1]
+            background.shutdown()
+            if failures:
+                raise SpeechFTError("evaluation run(s) failed:\n" + "\n".join(failures))
+    except BaseException:
+        if background:  # no new runs; the one running finishes
+            background.shutdown(wait=False, cancel_futures=True)
+        raise
+    encoders = [fbank, theta0_encoder, *rest]
     say("encoders: FBANK, θ0, " + ", ".join("θ′ (α = 1)" if a == 1.0 else f"θ̂ α = {a:g}" for a in alphas)
         + f"; tasks: {', '.join(tasks)}")
-    t5 = time.time()
-    evals = stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks)
+    evals = stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, slots=slots)
     times["evaluate"] = {"_seconds": time.time() - t5, "_reused": False}
 
     header(6, total, f"α chosen on the dev splits (dev SUPERB-style score over {', '.join(tasks)})")
