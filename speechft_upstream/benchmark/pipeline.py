@@ -56,7 +56,7 @@ SIZES = {
         "analyze_files": 60,
     },
     "quick": {
-        "corpus": "quick", "theta0": "pretrain", "alphas": (0.25, 1.0),
+        "corpus": "quick", "theta0": "pretrain", "alphas": (0.25, 0.5, 1.0),
         "finetune": {"steps": 200, "batch": 8, "lr": 1e-3, "beta": 0.1},
         "eval": {"PR": (120, 8, 1e-2), "SID": (100, 8, 1e-2), "KS": (100, 16, 1e-2),
                  "IC": (100, 16, 1e-2), "ER": (100, 8, 1e-2)},
@@ -584,7 +584,8 @@ def add_parser(sub):
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: tiny everything
     p.add_argument("--out", default="results", metavar="DIR", help="report folder (default: results)")
     p.add_argument("--work", default="exp/mini_superb", metavar="DIR",
-                   help="stage outputs, reused by the next run (default: exp/mini_superb)")
+                   help="stage outputs, reused by the next run (default: exp/mini_superb; --quick uses "
+                        "its subfolder quick/)")
     p.add_argument("--seed", type=int, default=0, help="corpus and θ0 seed (default 0)")
     p.add_argument("--jobs", type=int, metavar="N", help="evaluation runs at a time (default: min(2, CPUs))")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
