@@ -6,6 +6,7 @@ before anything in it runs.
 """
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -134,16 +135,14 @@ def read_encoder(path, expect=None):
     return state, family
 
 
-def save_atomic(obj, path):
-    """torch.save to a temporary file in the same folder, then rename: never a partial file."""
-    import torch
-
+def _write_atomic(path, write, mode="wb"):
+    """Call ``write(handle)`` on a temporary file in ``path``'s folder, then rename: never a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         umask = os.umask(0)
@@ -155,3 +154,15 @@ def save_atomic(obj, path):
             os.unlink(tmp)
         raise
     return path
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file in the same folder, then rename."""
+    import torch
+
+    return _write_atomic(path, lambda handle: torch.save(obj, handle))
+
+
+def write_json_atomic(obj, path, **dump_options):
+    """A JSON file (sidecars, logs, the registry) written the same all-or-nothing way."""
+    return _write_atomic(path, lambda handle: handle.write(json.dumps(obj, **dump_options) + "\n"), mode="w")

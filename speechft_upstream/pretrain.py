@@ -23,7 +23,6 @@ two torch threads made each step 5–10× more expensive in CPU time than one.
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -341,10 +340,7 @@ def run(corpus, output, steps=None, clusters=None, seed=0, quick=False, force=Fa
     record["seconds_elapsed"] = round(time.time() - started, 1)
     record["threads"] = torch.get_num_threads()
     record["sha256"] = _sha256(output)
-    side = sidecar_path(output)
-    tmp = side.with_name(f".{side.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, side)
+    checkpoint.write_json_atomic(record, sidecar_path(output), indent=1)
     return record, False
 
 

@@ -9,9 +9,9 @@ import json
 import keyword
 import os
 import sys
-import tempfile
 from pathlib import Path
 
+from speechft_upstream import checkpoint
 from speechft_upstream.errors import SpeechFTError
 
 
@@ -36,18 +36,7 @@ def read():
 
 
 def _write(entries):
-    path = registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".registry.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(entries, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    checkpoint.write_json_atomic(entries, registry_path(), indent=2, sort_keys=True)
 
 
 _stock_names = None  # s3prl's own hub names, captured before speechft adds any
@@ -73,8 +62,6 @@ def _taken_names():
 
 
 def add(name, ckpt, force=False):
-    from speechft_upstream import checkpoint
-
     if not name.isidentifier() or keyword.iskeyword(name):
         raise SpeechFTError(f"{name!r}: not a valid upstream name (use letters, digits and _)")
     if name in _taken_names():

@@ -30,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 
+from speechft_upstream import checkpoint
 from speechft_upstream.errors import SpeechFTError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,9 +172,7 @@ class Stage:
         seconds = time.time() - self._started
         data = {"key": self.key, "params": self.params, "outputs": outputs, "files": list(files),
                 "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        tmp = self.marker.with_name("stage.json.tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        os.replace(tmp, self.marker)
+        checkpoint.write_json_atomic(data, self.marker, indent=2, default=str)
         return dict(outputs, _seconds=seconds, _reused=False)
 
 

@@ -21,7 +21,6 @@ The simplified HuBERT loss, with no k-means and no learnable codebook:
 per-step loss beside it as ``<output stem>.loss.json``.
 """
 
-import json
 import math
 import os
 import sys
@@ -237,9 +236,7 @@ def run(ckpt, audio, output, steps=1000, lr=5e-5, batch_size=8, max_seconds=15.0
 
 
 def _write_json(obj, path):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    checkpoint.write_json_atomic(obj, path, indent=1)
 
 
 def add_parser(sub):
