@@ -200,10 +200,38 @@ def plan(seed=0, size="default"):
             text = sentence(rng)
             for style in PROSODY:
                 add("er", s, split, text, label=style)
+    _cover_ic_slots(jobs)
     for index, job in enumerate(jobs):
         job["noise_seed"] = int(_rng(seed, "noise", index).integers(2 ** 31))
     ks_names = {s: _ks_speaker_name(seed, s, split_of[s] == "dev") for s in range(n_speakers)}
     return {"seed": seed, "size": size, "speakers": speakers, "roles": roles, "ks_names": ks_names, "jobs": jobs}
+
+
+def _cover_ic_slots(jobs):
+    """Make every IC slot value heard in dev/test also occur in train, in place.
+
+    s3prl's fluent_commands builds its label vocabulary from the train table alone and crashes on
+    an unseen value. Random draws cover all values at the default and quick sizes (so this leaves
+    them byte-identical); small sizes get train utterances re-assigned, in order, to intents that
+    bring in the missing values.
+    """
+    train = [j for j in jobs if j["task"] == "ic" and j["split"] == "train"]
+    needed = {(slot, j[slot]) for j in jobs if j["task"] == "ic" for slot in ("action", "object", "location")}
+
+    def missing():
+        return needed - {(slot, j[slot]) for j in train for slot in ("action", "object", "location")}
+
+    for job in train:
+        gap = missing()
+        if not gap:
+            return
+        action, obj, location = max(INTENTS, key=lambda i: len(gap & {("action", i[0]), ("object", i[1]),
+                                                                     ("location", i[2])}))
+        phrase = _ACTION_PHRASES[action][0]
+        where = "" if location == "none" else f" in the {location}"
+        job.update(text=phrase.format(o=obj, l=where), action=action, object=obj, location=location)
+    if missing():
+        raise RuntimeError(f"too few train IC utterances to cover every intent slot value: {sorted(missing())}")
 
 
 # --------------------------------------------------------------------------------------------
