@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("espeakng_loader")
 
-from speechft_upstream.data import corpus  # noqa: E402
+from speechft_upstream.data import corpus, plan  # noqa: E402
 
 
 def digest(folder):
@@ -79,7 +79,7 @@ def test_default_plan_speakers():
         test = {j["speaker"] for j in layout["jobs"] if j["task"] == task and j["split"] == "test"}
         assert train and test and not train & test, task
     labels = {j["label"] for j in layout["jobs"] if j["task"] == "ks" and j["split"] == "test"}
-    assert set(corpus.KEYWORDS) <= labels and "_unknown_" in labels
+    assert set(plan.KEYWORDS) <= labels and "_unknown_" in labels
 
 
 def test_asr_layout(tiny):
