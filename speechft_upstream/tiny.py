@@ -153,7 +153,7 @@ def make_tiny_fairseq(arch, seed=0):
     """
     from omegaconf import OmegaConf
 
-    from speechft_upstream.convert import FAIRSEQ_0_12_2_DEFAULTS
+    from speechft_upstream.convert_legacy import FAIRSEQ_0_12_2_DEFAULTS
 
     if arch == "wavlm":
         return make_tiny("wavlm", seed)
