@@ -14,14 +14,15 @@ import pytest
 import torch
 
 from speechft_upstream.merge import stream, zipcrc
+from speechft_upstream.merge.sha256 import Sha256
 
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 3 * 4096 + 17])
 def test_sha256_over_sliding_windows_equals_hashlib(tmp_path, monkeypatch, size):
-    monkeypatch.setattr(stream.Sha256, "WINDOW", mmap.ALLOCATIONGRANULARITY)  # many windows
+    monkeypatch.setattr(Sha256, "WINDOW", mmap.ALLOCATIONGRANULARITY)  # many windows
     path = tmp_path / "f.bin"
     path.write_bytes(os.urandom(size))
-    assert stream.Sha256(path).result() == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert Sha256(path).result() == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_sha256_falls_back_to_reading(tmp_path, monkeypatch):
@@ -29,10 +30,10 @@ def test_sha256_falls_back_to_reading(tmp_path, monkeypatch):
         handle.read(10)  # a partial attempt must not leak into the digest
         raise ValueError("cannot mmap")
 
-    monkeypatch.setattr(stream.Sha256, "_mapped", unmappable)
+    monkeypatch.setattr(Sha256, "_mapped", unmappable)
     path = tmp_path / "f.bin"
     path.write_bytes(os.urandom(100_000))
-    assert stream.Sha256(path).result() == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert Sha256(path).result() == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("fast", [True, False])
@@ -77,3 +78,14 @@ def test_writer_with_early_writeback_writes_a_valid_checkpoint(tmp_path, monkeyp
     with zipfile.ZipFile(path) as archive:
         assert archive.testzip() is None
     assert os.listdir(tmp_path) == ["out.pt"]
+
+
+def test_prefetch_is_only_a_hint(tmp_path):
+    from speechft_upstream.merge import prefetch
+
+    real = tmp_path / "a.bin"
+    real.write_bytes(os.urandom(3 * 4096))
+    thread = prefetch.start([tmp_path / "missing.pt", real, None])
+    assert thread is not None
+    thread.join(timeout=10)
+    assert not thread.is_alive()  # finished, and a missing input raised nothing here
