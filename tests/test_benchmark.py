@@ -1,7 +1,7 @@
 """`speechft benchmark`: the mini-SUPERB pipeline end to end on its smallest setting.
 
 The hidden ``--smoke`` size: a tiny eSpeak NG corpus, a random tiny θ0 (make-tiny), 4 fine-tuning
-steps, 3 steps per evaluation, PR and KS, α in {0.25, 1}. About 2.5 minutes on 2 cores.
+steps, 3 steps per evaluation, PR, KS and IC, α in {0.25, 1}. About 2.5 minutes on 2 cores.
 """
 
 import csv
@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REPO, assert_ok, run_py
 
 ENCODERS = {"fbank", "theta0", "theta_prime", "theta_hat"}
-TASKS = {"PR", "KS"}
+TASKS = {"PR", "KS", "IC"}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_results_files_hold_one_row_per_encoder_and_task(smoke):
     md = (out / "results.md").read_text()
     assert "| θ′ |" in md and "α chosen on dev" in md
     # the report's table is printed at the end
-    assert "| encoder | PR PER % ↓ | KS ACC % ↑ | score (test) |" in smoke["first"].stdout
+    assert "| encoder | PR PER % ↓ | KS ACC % ↑ | IC ACC % ↑ | score (test) |" in smoke["first"].stdout
 
 
 def test_scores_match_speechft_score(smoke):
@@ -72,7 +72,7 @@ def test_second_run_reuses_every_stage(smoke):
     err = smoke["second"].stderr
     for stage in ("corpus", "theta0", "finetune_pr", "merge", "analyze"):
         assert f"reusing {smoke['work'] / 'smoke' / stage}" in err, stage
-    assert "reusing 8 finished evaluation(s)" in err
+    assert f"reusing {len(ENCODERS) * len(TASKS)} finished evaluation(s)" in err  # FBANK, θ0, θ̂_0.25, θ′
     assert "evaluation run(s)" not in err and "in the background]" not in err  # nothing was trained again
     assert smoke["second_seconds"] < 30 and smoke["second_seconds"] < smoke["first_seconds"] / 4
 
@@ -88,7 +88,7 @@ def test_changed_settings_redo_only_what_depends_on_them(smoke, tmp_path):
     assert_ok(proc)
     reran = [line for line in proc.stderr.splitlines() if "in the background] " in line or "evaluation run(s)" in line]
     assert len(reran) == 1 and "θ0 KS" in reran[0], reran  # FBANK and θ0 runs go in the background
-    assert "reusing 8 finished evaluation(s)" in proc.stderr
+    assert f"reusing {len(ENCODERS) * len(TASKS)} finished evaluation(s)" in proc.stderr
     assert json.loads(marker.read_text())["key"] != "stale"
 
 

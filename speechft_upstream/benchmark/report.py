@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from speechft_upstream.benchmark.pipeline import ALPHAS, BASELINE, TASKS
+from speechft_upstream.benchmark.sizes import ALPHAS, BASELINE, TASKS
 
 MAIN = ("fbank", "theta0", "theta_prime", "theta_hat")
 LABELS = {"fbank": "FBANK", "theta0": "θ0", "theta_prime": "θ′", "theta_hat": "θ̂"}
@@ -122,8 +122,6 @@ def markdown(context, rows, test_scores, analysis_dir):
     if context["size"] != "full":
         lines += [f"**Size: `{context['size']}`** (`speechft benchmark --{context['size']}`): fewer steps and a "
                   "smaller corpus than `./run.sh`; numbers are noisy.", ""]
-    if theta0.get("fallback"):
-        lines += [f"> **WARNING:** {theta0['fallback']}.", ""]
     lines += ["Test split, SUPERB protocol (frozen encoder, weighted sum of all hidden states, the task's "
               "standard head; the dev-best checkpoint is tested). Values in percent; score = 1000 × mean over "
               "tasks of (s − FBANK)/(perfect − FBANK) (`speechft score --references mini_superb_references.yaml`; "
@@ -163,7 +161,9 @@ def markdown(context, rows, test_scores, analysis_dir):
 
     lines += ["## What was measured", ""] + verdict(rows, hat, context["tasks"]) + [""]
 
-    lines += ["## Per-layer similarity to θ0 (`speechft analyze`)", ""]
+    lines += ["## Per-layer similarity to θ0 (`speechft analyze`)", "",
+              "Models: θ′ (`theta_prime`), the chosen θ̂ when it is not θ′ (`theta_hat_alpha…`) and the merge at "
+              "the paper's α = 0.25 when that is not the chosen one (`merged_alpha0.25`).", ""]
     md = analysis_dir / "similarity.md"
     if md.is_file():
         lines += md.read_text(encoding="utf-8").splitlines()

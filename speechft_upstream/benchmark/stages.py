@@ -1,0 +1,252 @@
+"""The benchmark's cached stages: corpus, θ0, θ′, merges, evaluations, analysis (see pipeline.py)."""
+
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from speechft_upstream.benchmark.sizes import ALPHAS, BASELINE, ENCODER_LABELS, PAPER_ALPHA, RECIPES, SIZES, TASKS
+from speechft_upstream.benchmark.stage import Stage, run_cmd, say, speechft_cmd, stage_key
+from speechft_upstream.errors import SpeechFTError
+
+
+def stage_corpus(work, size, seed):
+    from speechft_upstream.data import corpus as corpus_module
+
+    stage = Stage(work / "corpus", {"size": SIZES[size]["corpus"], "seed": seed,
+                                    "format": corpus_module.FORMAT_VERSION})
+    done = stage.cached()
+    if done:
+        say(f"reusing {stage.folder} (eSpeak NG corpus, {SIZES[size]['corpus']} size, seed {seed})")
+        return done
+    stage.start()
+    data = stage.folder / "data"
+    if SIZES[size]["corpus"] == "tiny":  # the tests' size: not offered by the CLI
+        from speechft_upstream.data import corpus
+
+        corpus.generate(data, seed=seed, size="tiny", progress=lambda m: say(f"[corpus] {m}"))
+    else:
+        cmd = speechft_cmd("corpus", "--out", data, "--seed", seed)
+        if SIZES[size]["corpus"] == "quick":
+            cmd.append("--quick")
+        say("$ speechft " + " ".join(map(str, cmd[3:])))
+        run_cmd(cmd)
+    manifest = json.loads((data / "corpus.json").read_text())
+    for task, (_, folder, *_rest) in TASKS.items():
+        if not (data / folder).is_dir():
+            raise SpeechFTError(f"{data}: the corpus has no {folder}/ folder for {task}")
+    counts = {}
+    for u in manifest["utterances"]:
+        counts[u["task"]] = counts.get(u["task"], 0) + 1
+    info = {"dir": str(data.resolve()), "speakers": len(manifest["speakers"]), "minutes": round(manifest["hours"] * 60, 1),
+            "utterances": counts, "espeak_ng": manifest.get("espeak_ng"), "size": manifest.get("size")}
+    return stage.finish(info, ["data/corpus.json"])
+
+
+def stage_theta0(work, size, seed, corpus_info):
+    mode = SIZES[size]["theta0"]
+    stage = Stage(work / "theta0", {"mode": mode, "size": size, "seed": seed, "corpus": corpus_info["dir"],
+                                    "corpus_key": stage_key(corpus_info)})
+    done = stage.cached()
+    if done:
+        say(f"reusing {stage.folder / 'theta0.pt'} ({done['source']})")
+        return done
+    stage.start()
+    out = stage.folder / "theta0.pt"
+    if mode == "pretrain":
+        cmd = speechft_cmd("pretrain", "--corpus", corpus_info["dir"], "-o", out)
+        if size != "full":
+            cmd.append("--quick")
+        source = "speechft pretrain" + (" --quick" if size != "full" else "")
+    else:
+        cmd = speechft_cmd("make-tiny", "--arch", "hubert", "--seed", seed, "-o", out)
+        source = "speechft make-tiny --arch hubert (random weights" + (
+            ", the smoke test's size)" if size == "smoke" else ")")
+    say("$ speechft " + " ".join(map(str, cmd[3:])))
+    run_cmd(cmd)
+    if not out.is_file():
+        raise SpeechFTError(f"{cmd[3]} wrote no {out}")
+    return stage.finish({"path": str(out.resolve()), "source": source}, ["theta0.pt"])
+
+
+def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_hubert", ckpt=None, beta=None,
+               device="cpu"):
+    recipe, _, _, _, _ = TASKS[task]
+    cmd = ["bash", RECIPES / recipe, mode, "--upstream", upstream, "--data", data, "--exp", exp,
+           "--steps", steps, "--batch-size", batch, "--lr", lr, "--workers", 0, "--device", device,
+           "-o", "config.runner.gradient_accumulate_steps=1"]
+    eval_step = steps if steps < 40 else steps // 2  # two dev passes: each costs a pass over dev
+    cmd += ["-o", f"config.runner.eval_step={eval_step},,config.runner.log_step={max(1, steps // 10)}"
+                  f",,config.runner.save_step={eval_step}"]
+    if ckpt is not None:
+        cmd += ["--ckpt", ckpt]
+    if beta is not None:
+        cmd += ["--beta", beta]
+    return cmd
+
+
+def stage_finetune(work, size, corpus_info, theta0, device):
+    ft = SIZES[size]["finetune"]
+    stage = Stage(work / "finetune_pr", {"theta0": theta0["path"], "theta0_key": stage_key(theta0), **ft,
+                                         "device": device})
+    done = stage.cached()
+    if done:
+        say(f"reusing {done['path']}")
+        return done
+    stage.start()
+    exp = stage.folder / "exp"
+    cmd = recipe_cmd("PR", "finetune", Path(corpus_info["dir"]) / "pr", exp, ft["steps"], ft["batch"], ft["lr"],
+                     ckpt=theta0["path"], beta=ft["beta"], device=device)
+    say(f"$ downstream_recipes/pr.sh finetune --steps {ft['steps']} --batch-size {ft['batch']} --lr {ft['lr']} "
+        f"--beta {ft['beta']} ...  (log {exp / 'train.log'})")
+    run_cmd(cmd, log=stage.folder / "run.log", stream=True)
+    path = exp / "theta_prime.pt"
+    if not path.is_file():
+        raise SpeechFTError(f"pr.sh finetune wrote no {path}")
+    dev = _dev_values(exp / "train.log", "per")
+    return stage.finish({"path": str(path.resolve()), "dev_per": dev}, ["exp/theta_prime.pt"])
+
+
+def stage_merge(work, theta0, theta_prime):
+    stage = Stage(work / "merge", {"theta0_key": stage_key(theta0), "theta_prime_key": stage_key(theta_prime),
+                                   "alphas": ALPHAS})
+    done = stage.cached()
+    if done:
+        say(f"reusing {stage.folder} ({len(done['paths'])} merged files)")
+        return done
+    stage.start()
+    cmd = speechft_cmd("merge", "--base", theta0["path"], "--finetuned", theta_prime["path"],
+                    "--alpha", ",".join(f"{a:g}" for a in ALPHAS), "-o", stage.folder / "theta_hat_alpha{alpha}.pt",
+                    "--force")
+    say("$ speechft " + " ".join(map(str, cmd[3:])))
+    run_cmd(cmd)
+    paths = {f"{a:g}": str((stage.folder / f"theta_hat_alpha{a:g}.pt").resolve()) for a in ALPHAS}
+    for p in paths.values():
+        if not Path(p).is_file():
+            raise SpeechFTError(f"speechft merge wrote no {p}")
+    return stage.finish({"paths": paths}, [Path(p).name for p in paths.values()])
+
+
+def _dev_values(log, metric, split="dev"):
+    text = Path(log).read_text(errors="replace") if Path(log).is_file() else ""
+    return [float(v) for v in re.findall(rf"(?:^|[^\w]){split} {metric}: ([-+0-9.eE]+|nan)", text)]
+
+
+def _eval_one(stage, task, data, encoder, steps, batch, lr, device, slots=None):
+    if slots is not None:  # a limit on runs at a time shared with the background runs
+        with slots:
+            return _eval_one(stage, task, data, encoder, steps, batch, lr, device)
+    recipe, _, metric, _, higher = TASKS[task]
+    stage.start()
+    exp = stage.folder / "exp"
+    upstream, ckpt = ("fbank", None) if encoder["name"] == BASELINE else ("speechft_hubert", encoder["path"])
+    cmd = recipe_cmd(task, "evaluate", data, exp, steps, batch, lr, upstream=upstream, ckpt=ckpt, device=device)
+    run_cmd(cmd, log=stage.folder / "run.log", stream=False)
+    result = json.loads((exp / "results.json").read_text())
+    devs = _dev_values(exp / "train.log", metric)
+    if not devs:
+        raise SpeechFTError(f"{exp / 'train.log'}: no 'dev {metric}' line from the runner")
+    dev = max(devs) if higher else min(devs)  # the dev-best checkpoint's dev value
+    out = {"test": result["value"], "dev": dev, "checkpoint_step": result.get("checkpoint_step"),
+           "runner_ckpt": os.path.basename(result.get("runner_ckpt") or "")}
+    for name in exp.glob("*.ckpt"):  # runner checkpoints (head + optimizer) are not needed afterwards
+        name.unlink()
+    return stage.finish(out, ["exp/results.json"])
+
+
+def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, background=False, slots=None):
+    """SUPERB protocol for every encoder × task; runs ``jobs`` recipes at a time.
+
+    ``background``: started early on the core another stage leaves free (one line per finished
+    run, no progress bar); its results are collected when stage 5 starts.
+    """
+    from tqdm import tqdm
+
+    todo, results = [], {}
+    for encoder in encoders:
+        for task in tasks:
+            steps, batch, lr = SIZES[size]["eval"][task]
+            params = {"encoder": encoder["name"], "encoder_key": encoder.get("key"), "task": task,
+                      "steps": steps, "batch": batch, "lr": lr, "device": device,
+                      "corpus_key": stage_key(corpus_info)}
+            stage = Stage(work / "evaluate" / encoder["name"] / task.lower(), params)
+            done = stage.cached()
+            if done:
+                results[(encoder["name"], task)] = done
+            else:
+                data = Path(corpus_info["dir"]) / TASKS[task][1]
+                todo.append((stage, task, data, encoder, steps, batch, lr))
+    if background:
+        failures = []
+        for stage, task, data, enc, steps, batch, lr in todo:
+            try:
+                out = _eval_one(stage, task, data, enc, steps, batch, lr, device, slots)
+                results[(enc["name"], task)] = out
+                say(f"\n  [evaluate, in the background] {ENCODER_LABELS.get(enc['name'], enc['name'])} {task}: "
+                    f"dev {out['dev']:.4f}, test {out['test']:.4f} ({out['_seconds']:.0f} s)")
+            except Exception as err:
+                failures.append(f"{enc['name']}/{task}: {err}")
+        return results, failures
+    if results:
+        say(f"reusing {len(results)} finished evaluation(s)")
+    if not todo:
+        return results
+    say(f"{len(todo)} evaluation run(s), {jobs} at a time; each run's log: {work / 'evaluate'}/<encoder>/<task>/run.log")
+    failures = []
+    bar = tqdm(total=len(todo), desc="evaluate", unit="run", file=sys.stderr, dynamic_ncols=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(_eval_one, stage, task, data, enc, steps, batch, lr, device, slots): (enc["name"], task)
+                   for stage, task, data, enc, steps, batch, lr in todo}
+        for future in concurrent.futures.as_completed(futures):
+            name, task = futures[future]
+            try:
+                out = future.result()
+                results[(name, task)] = out
+                bar.write(f"  {ENCODER_LABELS.get(name, name):>14} {task:<4} dev {out['dev']:.4f}  "
+                          f"test {out['test']:.4f}  ({out['_seconds']:.0f} s)", file=sys.stderr)
+            except Exception as err:  # report all failures at the end
+                failures.append(f"{name}/{task}: {err}")
+                bar.write(f"  {name} {task}: FAILED", file=sys.stderr)
+            bar.update(1)
+    bar.close()
+    if failures:
+        raise SpeechFTError("evaluation run(s) failed:\n" + "\n".join(failures))
+    return results
+
+
+def stage_analyze(work, size, corpus_info, theta0, theta_prime, theta_hat, merged_paths):
+    """θ′, the chosen θ̂ (when it is not θ′) and θ̂ at the paper's α 0.25 (when merged and not chosen)."""
+    audio = Path(corpus_info["dir"]) / "asr" / "LibriSpeech" / "test"
+    files = SIZES[size]["analyze_files"]
+    picks = [("theta_prime", theta_prime["path"])]
+    if theta_hat["alpha"] != 1.0:
+        picks.append((f"theta_hat_alpha{theta_hat['alpha']:g}", theta_hat["path"]))
+    if PAPER_ALPHA != theta_hat["alpha"] and f"{PAPER_ALPHA:g}" in merged_paths:
+        picks.append((f"merged_alpha{PAPER_ALPHA:g}", merged_paths[f"{PAPER_ALPHA:g}"]))
+    stage = Stage(work / "analyze", {"theta0_key": stage_key(theta0), "theta_prime_key": stage_key(theta_prime),
+                                     "theta_hat": theta_hat, "models": [name for name, _ in picks],
+                                     "files": files, "audio": str(audio)})
+    done = stage.cached()
+    if done:
+        say(f"reusing {stage.folder}")
+        return done
+    stage.start()
+    # readable model names in the table: files named after what they are
+    models = []
+    for name, path in picks:
+        link = stage.folder / f"{name}.pt"
+        try:
+            os.symlink(path, link)
+        except OSError:
+            shutil.copyfile(path, link)
+        models.append(link)
+    cmd = speechft_cmd("analyze", "--base", theta0["path"], "--models", *models, "--audio", audio,
+                    "-o", stage.folder / "out", "--max-files", files)
+    say(f"$ speechft analyze --base θ0 --models {' '.join(n for n, _ in picks)} --audio {audio} --max-files {files}")
+    run_cmd(cmd)
+    from speechft_upstream.evaluate.analyze import OUTPUT_NAMES
+
+    return stage.finish({"dir": str((stage.folder / "out").resolve())}, [f"out/{n}" for n in OUTPUT_NAMES])
