@@ -23,8 +23,8 @@ By default the inputs sit in the page cache (as right after fine-tuning); --cold
 before every run (posix_fadvise DONTNEED), so reads come from disk.
 
     python benchmarks/merge_bench.py --quick                # Base only, one run each: ~1 minute
-    python benchmarks/merge_bench.py                        # Base and Large, 3 runs each
-    python benchmarks/merge_bench.py --sizes large --repeat 5
+    python benchmarks/merge_bench.py                        # Base and Large, 5 runs each
+    python benchmarks/merge_bench.py --sizes large --cold
 """
 
 import argparse
@@ -183,9 +183,14 @@ def run_size(size, folder, repeat, cold, baseline=None):
         runs["baseline"] = lambda: measure([*merge_cmd, str(out_base)], inputs, cold, cleanup=[out_base],
                                            repo=baseline)
     results = {name: [] for name in runs}
-    for _ in range(repeat):
-        for name, fn in runs.items():  # interleaved, so load from other processes hits all alike
-            wall, rss, cpu, out = fn()
+    names = list(runs)
+    for i in range(repeat):
+        # Interleaved, so load from other processes hits all alike, and rotated by one each repeat:
+        # a run's time depends on what ran just before it (measured here: the run after the
+        # in-memory merge, which frees 5 GB, was 1.2-1.4x faster than the same command after
+        # `process`), so no command keeps the same predecessor.
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            wall, rss, cpu, out = runs[name]()
             if name in ("floor", "rd+wr"):
                 wall = json.loads(out)["read_s"]  # the I/O only, without interpreter start
             results[name].append((wall, rss, cpu))
@@ -222,6 +227,8 @@ def report(size, n, ckpt, s, worst):
     print(f"  speechft wall / read+write floor        {ours[0] / rw[0]:5.2f}  (read inputs once, write + fsync "
           "one checkpoint, in-process)")
     print(f"  speechft wall / process floor           {ours[0] / proc[0]:5.2f}  (Python + import torch + read once)")
+    print(f"  process floor / I/O floor               {proc[0] / floor[0]:5.2f}  (what any torch command pays before "
+          "it merges anything)")
     print(f"  speechft CPU / process floor CPU        {ours[2] / proc[2]:5.2f}")
     if "baseline" in s:
         print(f"  speechft / baseline checkout: wall {ours[0] / s['baseline'][0]:.2f}x, "
@@ -235,7 +242,8 @@ def main(argv=None):
                                      epilog="Targets (issue 4): speechft peak RSS <= 1.5x one checkpoint, "
                                             "wall <= 2x the I/O floor, both better than in-memory.")
     parser.add_argument("--sizes", default="base,large", help="comma list of: base, large (default: both)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (median wall/CPU time)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each measurement, the order rotated "
+                        "each time (median wall/CPU time; default 5)")
     parser.add_argument("--quick", action="store_true", help="Base only, one run each (about a minute)")
     parser.add_argument("--cold", action="store_true", help="evict inputs from the page cache before each run")
     parser.add_argument("--baseline", metavar="CHECKOUT",

@@ -53,9 +53,6 @@ def _check(args):
 
 
 def _merge(args):
-    from speechft_upstream.merge import prefetch
-
-    prefetch.start([args.base, *(args.finetuned or ())])  # disk reads overlap the torch import
     from speechft_upstream.merge import run
 
     options = {"base": args.base, "finetuned": args.finetuned, "alpha": args.alpha, "output": args.output,
