@@ -20,7 +20,7 @@ commands:
                 eSpeak NG corpus, θ0 pre-trained on it, stable fine-tuning on PR -> θ′, merges θ̂_α, α chosen on dev, SUPERB protocol
                 for FBANK, θ0, θ′, θ̂ on PR, SID, KS, IC, ER; report in results/ (results.md,
                 .csv, .json, scores.json, plots), stages cached in exp/mini_superb/ and reused
-  --quick       the same, smaller and shorter (under 10 minutes); other options go to
+  --quick       the same, smaller and shorter (under 10 minutes; report in results/quick/); other options go to
                 speechft benchmark (--out DIR, --work DIR, --jobs N, --tasks T,T; see
                 .venv/bin/speechft benchmark -h)
   demo          the short demo (about 40 s): a tiny HuBERT θ0 is built, stable-fine-tuned a few

@@ -175,7 +175,8 @@ def add_parser(sub):
                                    "Finished stages under --work are reused.")
     p.add_argument("--quick", action="store_true", help="smaller corpus, fewer steps (under 10 minutes on 2 cores)")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: tiny everything
-    p.add_argument("--out", default="results", metavar="DIR", help="report folder (default: results)")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: results; --quick: results/quick, so a "
+                                                "quick run never overwrites the full run's report)")
     p.add_argument("--work", default="exp/mini_superb", metavar="DIR",
                    help="stage outputs, reused by the next run (default: exp/mini_superb; --quick uses "
                         "its subfolder quick/)")
@@ -192,6 +193,7 @@ def _cli(args):
         raise SpeechFTError("--quick and --smoke exclude each other")
     if args.jobs is not None and args.jobs < 1:
         raise SpeechFTError(f"--jobs must be at least 1, got {args.jobs}")
-    run(out=args.out, work=Path(args.work) / size if size != "full" else args.work, size=size, seed=args.seed,
+    out = args.out or ("results" if size == "full" else f"results/{size}")
+    run(out=out, work=Path(args.work) / size if size != "full" else args.work, size=size, seed=args.seed,
         jobs=args.jobs, device=args.device,
         tasks=[t.strip().upper() for t in args.tasks.split(",") if t.strip()] if args.tasks else None)
