@@ -6,10 +6,10 @@
     recipe_tool.py runner [--cache-dir DIR] -- ARGS
                                         s3prl's unmodified runner (torchrun-aware), with the
                                         voxceleb1 file-list cache moved out of s3prl's installed
-                                        package (it is keyed by split only, so a second data set
-                                        would silently reuse the first one's file list). The ctc
-                                        corpus (PR) and catalyst (KS) fixes come from the
-                                        startup hook, so the plain runner has them too.
+                                        package into the experiment. The startup hook keys that
+                                        cache by data set (s3prl keys it by split only) and
+                                        supplies the ctc corpus (PR) and catalyst (KS), so the
+                                        plain runner has all three fixes too.
 """
 
 import argparse

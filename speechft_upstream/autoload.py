@@ -23,6 +23,7 @@ WATCHED = (
     "s3prl.downstream.runner",  # stable fine-tuning's step budget; DDP on CPU
     "s3prl.downstream.ctc.expert",  # PyPI s3prl lacks the ctc corpus package (PR)
     "s3prl.downstream.speech_commands",  # before its expert imports catalyst (KS)
+    "s3prl.downstream.voxceleb1.dataset",  # its file-list cache is keyed by split only (SID)
 )
 
 

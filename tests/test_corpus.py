@@ -132,6 +132,29 @@ def test_sid_layout(tiny, tmp_path, monkeypatch):
     assert sorted(set(data.label)) == list(range(6))
 
 
+def test_sid_cache_is_per_data_set(tiny, tmp_path, monkeypatch):
+    """s3prl keys its voxceleb1 file-list cache by split only; the hook keys it by the data too."""
+    import shutil
+
+    from s3prl.downstream.voxceleb1 import dataset as vox
+
+    assert getattr(vox.SpeakerClassifiDataset.__init__, "_speechft", False)  # installed on import
+    monkeypatch.setattr(vox, "CACHE_PATH", str(tmp_path / "cache"))
+    out, _ = tiny
+    other = tmp_path / "sid2"
+    shutil.copytree(out / "sid", other)
+    lines = (other / "iden_split.txt").read_text().splitlines(True)
+    train = [line for line in lines if line.startswith("1 ")]
+    (other / "iden_split.txt").write_text("".join(train[: len(train) // 2]))
+    first = vox.SpeakerClassifiDataset("train", out / "sid", str(out / "sid" / "iden_split.txt"))
+    second = vox.SpeakerClassifiDataset("train", other, str(other / "iden_split.txt"))
+    assert len(second) == len(train) // 2 < len(first) == len(train)  # stock s3prl: len(first) both times
+    assert all(str(path).startswith(str(other)) for path in second.dataset)  # its own files
+    again = vox.SpeakerClassifiDataset("train", out / "sid", str(out / "sid" / "iden_split.txt"))
+    assert again.dataset == first.dataset and vox.CACHE_PATH == str(tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*/train.pkl"))) == 2
+
+
 def test_ks_layout(tiny):
     from s3prl.downstream.speech_commands.dataset import CLASSES, SpeechCommandsDataset, SpeechCommandsTestingDataset
     from s3prl.downstream.speech_commands.expert import split_dataset

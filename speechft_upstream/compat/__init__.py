@@ -129,6 +129,12 @@ def _catalyst_standin(package):
     catalyst_standin.install()
 
 
+def _voxceleb1_cache(dataset):
+    from speechft_upstream.compat import voxceleb1_cache
+
+    voxceleb1_cache.install(dataset)
+
+
 _FIXES = {
     "torchaudio._extension.utils": _fix_torchaudio_loader,
     "torchaudio": _fix_torchaudio,
@@ -139,6 +145,7 @@ _FIXES = {
     "s3prl.downstream.runner": _hook_runner,
     "s3prl.downstream.ctc.expert": _ctc_corpus,
     "s3prl.downstream.speech_commands": _catalyst_standin,
+    "s3prl.downstream.voxceleb1.dataset": _voxceleb1_cache,
 }
 
 
