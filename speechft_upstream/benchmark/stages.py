@@ -25,9 +25,7 @@ def stage_corpus(work, size, seed):
     stage.start()
     data = stage.folder / "data"
     if SIZES[size]["corpus"] == "tiny":  # the tests' size: not offered by the CLI
-        from speechft_upstream.data import corpus
-
-        corpus.generate(data, seed=seed, size="tiny", progress=lambda m: say(f"[corpus] {m}"))
+        corpus_module.generate(data, seed=seed, size="tiny", progress=lambda m: say(f"[corpus] {m}"))
     else:
         cmd = speechft_cmd("corpus", "--out", data, "--seed", seed)
         if SIZES[size]["corpus"] == "quick":
