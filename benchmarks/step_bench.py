@@ -30,7 +30,7 @@ def write_model(path, layers, dim):
     from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
     from s3prl.upstream.utils import merge_with_parent
 
-    from speechft_upstream import checkpoint
+    from speechft_upstream.checkpoints import files
 
     torch.manual_seed(0)
     task_cfg = {"label_rate": 50.0, "sample_rate": 16000, "normalize": False}
@@ -41,7 +41,7 @@ def write_model(path, layers, dim):
     model = HubertModel(merge_with_parent(HubertConfig, model_cfg),
                         merge_with_parent(HubertPretrainingConfig, task_cfg), symbols)
     n = sum(p.numel() for p in model.parameters())
-    checkpoint.save_atomic({"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": model.state_dict(),
+    files.save_atomic({"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": model.state_dict(),
                             "dictionaries_symbols": symbols}, path)
     return n
 

@@ -95,9 +95,9 @@ def result(args):
     found = pattern.findall(text)
     if not found:
         fail(f"{args.log}: no '{args.split} {args.metric}: VALUE' line from the runner")
-    from speechft_upstream import checkpoint
+    from speechft_upstream.checkpoints import files
 
-    states = checkpoint.load(args.runner_ckpt, allowed=checkpoint.RUNNER_ALLOWED)
+    states = files.load(args.runner_ckpt, allowed=files.RUNNER_ALLOWED)
     results = {
         "task": args.task,
         "metric": args.metric,
@@ -129,7 +129,7 @@ def runner(args):
 
         voxceleb1.CACHE_PATH = os.path.join(args.cache_dir, "voxceleb1", "")
     if os.environ.get("LOCAL_RANK") is not None:
-        from speechft_upstream import launch
+        from speechft_upstream.upstream import launch
 
         return launch.main(argv)
     import runpy

@@ -10,7 +10,7 @@ from speechft_upstream.errors import SpeechFTError
 def _make_tiny(args):
     import warnings
 
-    from speechft_upstream import tiny
+    from speechft_upstream.checkpoints import tiny
 
     with warnings.catch_warnings():  # s3prl's models still call the deprecated weight_norm: not ours to act on
         warnings.filterwarnings("ignore", message=r".*weight_norm.*", category=FutureWarning)
@@ -20,7 +20,7 @@ def _make_tiny(args):
 
 
 def _convert(args):
-    from speechft_upstream import convert
+    from speechft_upstream.checkpoints import convert
 
     family, path = convert.convert(args.ckpt, args.output, force=args.force)
     print(f"converted {args.ckpt} ({family}) to s3prl's format: {path} "
@@ -28,7 +28,7 @@ def _convert(args):
 
 
 def _register(args):
-    from speechft_upstream import registry
+    from speechft_upstream.upstream import registry
 
     if args.list:
         entries = registry.read()
@@ -49,10 +49,10 @@ def _register(args):
 
 
 def _check(args):
-    from speechft_upstream import checkpoint
+    from speechft_upstream.checkpoints import files
 
-    state, family = checkpoint.read_encoder(args.ckpt)
-    n = sum(t.numel() for t in checkpoint.weights(state, family).values())
+    state, family = files.read_encoder(args.ckpt)
+    n = sum(t.numel() for t in files.weights(state, family).values())
     print(f"{args.ckpt}: {family} checkpoint, {n:,} parameters, all finite")
 
 
@@ -67,13 +67,13 @@ def _merge(args):
 
 
 def _info(args):
-    from speechft_upstream import info
+    from speechft_upstream.checkpoints import info
 
     print("\n".join(info.describe(args.ckpt)))
 
 
 def _export_hf(args):
-    from speechft_upstream import export_hf
+    from speechft_upstream.checkpoints.hf import export as export_hf
 
     print(export_hf.export(args.ckpt, args.outdir, force=args.force))
 
@@ -139,7 +139,7 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="write into an existing non-empty folder")
     p.set_defaults(func=_export_hf)
 
-    from speechft_upstream import extract
+    from speechft_upstream.checkpoints import extract
 
     extract.add_parser(sub)
     from speechft_upstream.finetune import unsupervised
@@ -163,7 +163,7 @@ def build_parser():
     from speechft_upstream.data import corpus
 
     corpus.add_parser(sub)
-    from speechft_upstream import pretrain
+    from speechft_upstream.pretrain import train as pretrain
 
     pretrain.add_parser(sub)
     from speechft_upstream.benchmark import pipeline as benchmark

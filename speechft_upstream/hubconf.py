@@ -6,7 +6,7 @@ authors' released Speech-FT encoders (TED-LIUM 3 ASR, merged at α = 0.25), down
 cached through s3prl's own download helper.
 """
 
-from speechft_upstream import expert
+from speechft_upstream.upstream import expert
 
 _GDRIVE = "https://drive.google.com/uc?export=download&confirm=t&id={}"
 RELEASED = {

@@ -21,7 +21,7 @@ def isolated_registry(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    from speechft_upstream import tiny
+    from speechft_upstream.checkpoints import tiny
 
     folder = tmp_path_factory.mktemp("tiny")
     for arch in tiny.TINY_ARCHS:

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from speechft_upstream import checkpoint, cli, tiny
+from speechft_upstream.checkpoints import files
+from speechft_upstream import cli
+from speechft_upstream.checkpoints import tiny
 from speechft_upstream.errors import SpeechFTError
 from speechft_upstream.evaluate import analyze, similarity
 
@@ -62,12 +64,12 @@ def models(tmp_path_factory):
              "other": tiny.write_tiny("hubert", folder / "other.pt", seed=1)}
     # θ̂ = θ0 + 0.25 (θ′ − θ0) with θ′ the other seed, in transformer layer 1 only
     state = tiny.make_tiny("hubert", seed=0)
-    other = checkpoint.weights(tiny.make_tiny("hubert", seed=1), "hubert")
-    weights = checkpoint.weights(state, "hubert")
+    other = files.weights(tiny.make_tiny("hubert", seed=1), "hubert")
+    weights = files.weights(state, "hubert")
     for name in weights:
         if name.startswith("encoder.layers.1."):
             weights[name] = torch.lerp(weights[name], other[name], 0.25)
-    paths["layer1"] = checkpoint.save_atomic(state, folder / "layer1.pt")
+    paths["layer1"] = files.save_atomic(state, folder / "layer1.pt")
     audio = folder / "audio"
     (audio / "sub").mkdir(parents=True)
     rng = np.random.default_rng(0)

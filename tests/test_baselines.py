@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import s3prl.hub as hub
-from speechft_upstream import checkpoint, expert
+from speechft_upstream.checkpoints import files
+from speechft_upstream.upstream import expert
 from speechft_upstream.errors import SpeechFTError
 from speechft_upstream.finetune.baselines import LORA_PREFIX
 from tests.conftest import assert_ok, error_lines, runner, train_args
@@ -22,7 +23,7 @@ def _train(tmp_path, tiny_hubert, name, yaml_text, extra=()):
 
 
 def _upstream(path):
-    return checkpoint.load(path, allowed=checkpoint.RUNNER_ALLOWED)["Upstream"]
+    return files.load(path, allowed=files.RUNNER_ALLOWED)["Upstream"]
 
 
 def _distance(state, theta0):
@@ -30,7 +31,7 @@ def _distance(state, theta0):
 
 
 def test_l2_pulls_toward_theta0(tmp_path, tiny_hubert):
-    theta0 = checkpoint.weights(*checkpoint.read_encoder(tiny_hubert))
+    theta0 = files.weights(*files.read_encoder(tiny_hubert))
     free, _ = _train(tmp_path, tiny_hubert, "free", "beta: 0\n")
     tied, proc = _train(tmp_path, tiny_hubert, "tied", "beta: 0\nl2: {lambda: 1000.0}\n")
     assert "L2 toward θ0, lambda 1000.0" in proc.stdout
@@ -53,7 +54,7 @@ def test_l2_gradient_is_the_penalty(tiny_hubert, tmp_path):
 
 
 def test_lora_trains_adapters_and_saves_dense_theta_prime(tmp_path, tiny_hubert):
-    theta0 = checkpoint.weights(*checkpoint.read_encoder(tiny_hubert))
+    theta0 = files.weights(*files.read_encoder(tiny_hubert))
     yaml_text = "beta: 0\nlora: {r: 2, alpha: 4, target_modules: [q_proj, v_proj]}\n"
     exp, proc = _train(tmp_path, tiny_hubert, "lora", yaml_text)
     assert "LoRA on 4 layers" in proc.stdout

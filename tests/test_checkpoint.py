@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from speechft_upstream import checkpoint, tiny
+from speechft_upstream.checkpoints import files
+from speechft_upstream.checkpoints import tiny
 from speechft_upstream.errors import SpeechFTError
 
 
@@ -19,7 +20,7 @@ class _Payload:
 
 def test_family_detected_for_each_format(tiny_dir):
     for arch in tiny.TINY_ARCHS:
-        _, family = checkpoint.read_encoder(tiny_dir / f"{arch}.pt")
+        _, family = files.read_encoder(tiny_dir / f"{arch}.pt")
         assert family == arch
 
 
@@ -28,7 +29,7 @@ def test_pickle_payload_refused_without_running(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"model": _Payload(str(marker))}, evil)
     with pytest.raises(SpeechFTError, match="refused to unpickle"):
-        checkpoint.read_encoder(evil)
+        files.read_encoder(evil)
     assert not marker.exists()
 
 
@@ -36,9 +37,9 @@ def test_nan_weights_refused(tmp_path):
     state = tiny.make_tiny("hubert")
     state["model_weight"]["encoder.layers.1.fc2.bias"][0] = float("nan")
     path = tmp_path / "nan.pt"
-    checkpoint.save_atomic(state, path)
+    files.save_atomic(state, path)
     with pytest.raises(SpeechFTError, match=r"'encoder.layers.1.fc2.bias' holds NaN"):
-        checkpoint.read_encoder(path)
+        files.read_encoder(path)
 
 
 @pytest.mark.parametrize("content, message", [
@@ -50,15 +51,15 @@ def test_foreign_formats(tmp_path, content, message):
     path = tmp_path / "x.pt"
     torch.save(content, path)
     with pytest.raises(SpeechFTError, match=message):
-        checkpoint.read_encoder(path)
+        files.read_encoder(path)
 
 
 def test_empty_and_directory(tmp_path):
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(SpeechFTError, match="empty file"):
-        checkpoint.read_encoder(tmp_path / "empty.pt")
+        files.read_encoder(tmp_path / "empty.pt")
     with pytest.raises(SpeechFTError, match="is a directory"):
-        checkpoint.read_encoder(tmp_path)
+        files.read_encoder(tmp_path)
 
 
 def test_save_atomic_leaves_nothing_on_failure(tmp_path):
@@ -70,13 +71,13 @@ def test_save_atomic_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        checkpoint.save_atomic({"x": Unpicklable()}, target)
+        files.save_atomic({"x": Unpicklable()}, target)
     assert target.read_bytes() == b"previous"
     assert os.listdir(tmp_path) == ["out.pt"]
 
 
 def test_saved_file_mode_follows_umask(tmp_path):
-    path = checkpoint.save_atomic({"model": {"w": torch.zeros(1)}}, tmp_path / "m.pt")
+    path = files.save_atomic({"model": {"w": torch.zeros(1)}}, tmp_path / "m.pt")
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
@@ -97,6 +98,6 @@ def test_load_keeps_the_global_allow_list(tmp_path):
     torch.serialization.add_safe_globals([argparse.Namespace])
     path = tmp_path / "runner.ckpt"
     torch.save({"Args": argparse.Namespace(a=1), "Upstream": {}}, path)
-    checkpoint.load(path, checkpoint.RUNNER_ALLOWED)
+    files.load(path, files.RUNNER_ALLOWED)
     assert argparse.Namespace in torch.serialization.get_safe_globals()
     assert torch.load(path, weights_only=True)["Args"].a == 1

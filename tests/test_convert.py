@@ -8,7 +8,9 @@ import zipfile
 import pytest
 import torch
 
-from speechft_upstream import cli, convert, tiny
+from speechft_upstream import cli
+from speechft_upstream.checkpoints import convert
+from speechft_upstream.checkpoints import tiny
 
 ARCHS = ("hubert", "wav2vec2", "wavlm")
 

@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from tests.conftest import EXAMPLE_CONFIG, assert_ok, run_py
 
 
@@ -18,14 +18,14 @@ def test_torchrun_two_processes_gloo(tmp_path, tiny_hubert):
                    "-c", EXAMPLE_CONFIG, "-f", "-g", settings, "--device", "cpu", "-p", exp],
                   env={"OMP_NUM_THREADS": "1"})
     assert_ok(proc)
-    states = checkpoint.load(exp / "states-6.ckpt", allowed=checkpoint.RUNNER_ALLOWED)
+    states = files.load(exp / "states-6.ckpt", allowed=files.RUNNER_ALLOWED)
     assert states["WorldSize"] == 2
     assert states["Args"].local_rank is not None
-    theta0 = checkpoint.weights(*checkpoint.read_encoder(tiny_hubert))
+    theta0 = files.weights(*files.read_encoder(tiny_hubert))
     trained = {k[len("model."):]: v for k, v in states["Upstream"].items()}
     changed = [k for k in theta0 if not torch.equal(theta0[k], trained[k])]
     assert changed and not any(k.startswith("feature_extractor.") for k in changed)
-    mid = checkpoint.load(exp / "states-3.ckpt", allowed=checkpoint.RUNNER_ALLOWED)
+    mid = files.load(exp / "states-3.ckpt", allowed=files.RUNNER_ALLOWED)
     assert all(torch.equal(theta0[k], mid["Upstream"]["model." + k]) for k in theta0)  # head only to step 3
 
 

@@ -7,7 +7,10 @@ import os
 import pytest
 import torch
 
-from speechft_upstream import checkpoint, cli, export_hf, tiny
+from speechft_upstream.checkpoints import files
+from speechft_upstream import cli
+from speechft_upstream.checkpoints.hf import export as export_hf
+from speechft_upstream.checkpoints import tiny
 from speechft_upstream.errors import SpeechFTError
 
 transformers = pytest.importorskip("transformers")
@@ -54,7 +57,7 @@ def build(family, overrides=None, normalize=False, seed=0):
         state = tiny.make_tiny("wavlm", seed)
         state["cfg"].update(overrides, normalize=normalize)
         state["model"] = WavLM(WavLMConfig(state["cfg"])).state_dict()
-    weights = checkpoint.weights(state, family)
+    weights = files.weights(state, family)
     generator = torch.Generator().manual_seed(seed + 1)
     for name in list(weights):
         value = weights[name].detach().clone()
@@ -67,7 +70,7 @@ def build(family, overrides=None, normalize=False, seed=0):
 
 def write(tmp_path, family, name=None, **kwargs):
     path = tmp_path / (name or f"{family}.pt")
-    checkpoint.save_atomic(build(family, **kwargs), path)
+    files.save_atomic(build(family, **kwargs), path)
     return path
 
 
@@ -163,7 +166,7 @@ def test_config_comes_from_the_checkpoint(tmp_path, audio):
 def test_cnn_as_wide_as_the_encoder_has_no_projection(tmp_path, audio):
     """fairseq drops post_extract_proj when the CNN width equals the encoder's: an identity in transformers."""
     ckpt = write(tmp_path, "hubert", overrides=dict(conv_feature_layers="[(48,10,5)] + [(48,3,2)] * 4 + [(48,2,2)] * 2"))
-    assert not any(k.startswith("post_extract_proj") for k in checkpoint.load(ckpt)["model_weight"])
+    assert not any(k.startswith("post_extract_proj") for k in files.load(ckpt)["model_weight"])
     summary = export_hf.export(ckpt, tmp_path / "hf")
     assert "feature projection set to identity" in summary
     diffs = max_diffs(s3prl_hidden_states("hubert", ckpt, audio), hf_hidden_states(tmp_path / "hf", audio)[1])
@@ -187,7 +190,7 @@ def test_half_precision_checkpoint_stays_half(tmp_path):
     state = build("hubert")
     state["model_weight"] = {k: v.half() for k, v in state["model_weight"].items()}
     ckpt = tmp_path / "half.pt"
-    checkpoint.save_atomic(state, ckpt)
+    files.save_atomic(state, ckpt)
     summary = export_hf.export(ckpt, tmp_path / "hf")
     assert "float16" in summary
     from safetensors.torch import load_file
@@ -240,7 +243,7 @@ def test_refuses_outdir_that_is_a_file(tmp_path):
 
 def test_refuses_foreign_checkpoints(tmp_path):
     decoar = tmp_path / "decoar2.pt"
-    checkpoint.save_atomic({"model": {"encoder.weight": torch.ones(2, 2)}}, decoar)
+    files.save_atomic({"model": {"encoder.weight": torch.ones(2, 2)}}, decoar)
     with pytest.raises(SpeechFTError, match=r"decoar2\.pt: is a decoar2 checkpoint; export-hf writes hubert, wav2vec2, wavlm"):
         export_hf.export(decoar, tmp_path / "out1")
     text = tmp_path / "notes.pt"
@@ -263,20 +266,20 @@ def test_refuses_variant_transformers_cannot_express(tmp_path):
 def test_every_tensor_must_find_a_place_and_every_parameter_be_filled(tmp_path):
     state = build("hubert")
     state["model_weight"]["encoder.layers.0.self_attn.extra_gate"] = torch.ones(3)
-    checkpoint.save_atomic(state, tmp_path / "extra.pt")
+    files.save_atomic(state, tmp_path / "extra.pt")
     with pytest.raises(SpeechFTError, match=r"extra\.pt: weight 'encoder\.layers\.0\.self_attn\.extra_gate' has no place in transformers' HubertModel"):
         export_hf.export(tmp_path / "extra.pt", tmp_path / "hf")
 
     state = build("hubert")
     del state["model_weight"]["encoder.layers.1.fc2.bias"]
-    checkpoint.save_atomic(state, tmp_path / "short.pt")
+    files.save_atomic(state, tmp_path / "short.pt")
     with pytest.raises(SpeechFTError, match=r"short\.pt: no weight in the checkpoint for transformers' 'encoder\.layers\.1\.feed_forward\.output_dense\.bias'"):
         export_hf.export(tmp_path / "short.pt", tmp_path / "hf")
 
     state = build("wav2vec2")
     weights = state["model_weight"]
     weights["encoder.layers.0.fc1.weight"] = weights["encoder.layers.0.fc1.weight"].t().contiguous()
-    checkpoint.save_atomic(state, tmp_path / "bent.pt")
+    files.save_atomic(state, tmp_path / "bent.pt")
     with pytest.raises(SpeechFTError, match=r"bent\.pt: weight 'encoder\.layers\.0\.fc1\.weight' has shape \(48, 96\), but transformers' 'encoder\.layers\.0\.feed_forward\.intermediate_dense\.weight' has shape \(96, 48\)"):
         export_hf.export(tmp_path / "bent.pt", tmp_path / "hf")
     assert not (tmp_path / "hf").exists() and _no_temp_left(tmp_path)
@@ -285,7 +288,7 @@ def test_every_tensor_must_find_a_place_and_every_parameter_be_filled(tmp_path):
 def test_conv_layers_are_parsed_not_evaluated(tmp_path):
     state = build("hubert")
     state["model_cfg"]["conv_feature_layers"] = "[(32,10,5)] + __import__('os').getcwd()"
-    checkpoint.save_atomic(state, tmp_path / "evil.pt")
+    files.save_atomic(state, tmp_path / "evil.pt")
     with pytest.raises(SpeechFTError, match=r"evil\.pt: cannot read conv_feature_layers"):
         export_hf.export(tmp_path / "evil.pt", tmp_path / "hf")
 
@@ -304,16 +307,16 @@ def test_cli(tmp_path, capsys):
 def test_positional_conv_saved_in_other_weight_norm_forms(tmp_path, audio):
     """torch's newer parametrization names, or a plain weight without weight norm, export the same model."""
     state = build("wav2vec2")
-    checkpoint.save_atomic(state, tmp_path / "hooks.pt")
+    files.save_atomic(state, tmp_path / "hooks.pt")
     weights = state["model_weight"]
     g, v = weights.pop("encoder.pos_conv.0.weight_g"), weights.pop("encoder.pos_conv.0.weight_v")
     weights["encoder.pos_conv.0.parametrizations.weight.original0"] = g
     weights["encoder.pos_conv.0.parametrizations.weight.original1"] = v
-    checkpoint.save_atomic(state, tmp_path / "param.pt")
+    files.save_atomic(state, tmp_path / "param.pt")
     del weights["encoder.pos_conv.0.parametrizations.weight.original0"]
     del weights["encoder.pos_conv.0.parametrizations.weight.original1"]
     weights["encoder.pos_conv.0.weight"] = torch._weight_norm(v, g, 2)
-    checkpoint.save_atomic(state, tmp_path / "plain.pt")
+    files.save_atomic(state, tmp_path / "plain.pt")
 
     outputs = {}
     for name in ("hooks", "param", "plain"):

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from speechft_upstream import checkpoint, cli
-from speechft_upstream.extract import extract
+from speechft_upstream.checkpoints import files
+from speechft_upstream import cli
+from speechft_upstream.checkpoints.extract import extract
 from tests.conftest import assert_ok, run_py, runner, train_args
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the CPU is shared: no thread oversubscription
@@ -24,7 +25,7 @@ def finetuned(tmp_path_factory, tiny_hubert):
 
 
 def runner_weights(path):
-    states = checkpoint.load(path, allowed=checkpoint.RUNNER_ALLOWED)
+    states = files.load(path, allowed=files.RUNNER_ALLOWED)
     return {k[len("model."):]: v for k, v in states["Upstream"].items()}
 
 
@@ -63,7 +64,7 @@ def test_extract_loads_in_stock_s3prl(tmp_path, finetuned, tiny_hubert):
 def test_extract_from_states_checkpoint_in_process(tmp_path, finetuned, tiny_hubert, capsys):
     out = tmp_path / "theta_prime.pt"
     assert cli.main(["extract", str(finetuned / "states-2.ckpt"), "--base", str(tiny_hubert), "-o", str(out)]) == 0
-    assert checkpoint.read_encoder(out)[1] == "hubert"
+    assert files.read_encoder(out)[1] == "hubert"
     # an existing output is kept unless --force
     assert cli.main(["extract", str(finetuned / "states-2.ckpt"), "--base", str(tiny_hubert), "-o", str(out)]) == 1
     assert "already exists (use --force" in capsys.readouterr().err

@@ -62,7 +62,7 @@ def _same(a, b, where=""):
 
 def _old_args_file(src, dst):
     """A pre-hydra fairseq file ({'args': Namespace}) with the tiny wav2vec 2.0 of src."""
-    from speechft_upstream import convert
+    from speechft_upstream.checkpoints import convert
 
     state = convert.convert_state(convert.read(src), src)[1]
     args = argparse.Namespace(**{k: v for k, v in {**state["task_cfg"], **state["model_cfg"]}.items()

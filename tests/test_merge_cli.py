@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from speechft_upstream import checkpoint, cli
+from speechft_upstream.checkpoints import files
+from speechft_upstream import cli
 from tests.conftest import assert_ok, run_py
 
 HEADS = ("final_proj.", "label_embs_concat")  # HuBERT tensors θ̂ takes from θ0
@@ -36,7 +37,7 @@ def speechft(*args):
 def finetune(base_path, path, seed, family="hubert", scale=1e-2):
     """A θ′ like stable fine-tuning leaves: CNN untouched, everything else (heads too) moved."""
     state = torch.load(base_path, weights_only=True)
-    weights = checkpoint.weights(state, family)
+    weights = files.weights(state, family)
     g = torch.Generator().manual_seed(seed)
     for name, value in weights.items():
         if value.is_floating_point() and not name.startswith("feature_extractor."):
@@ -46,7 +47,7 @@ def finetune(base_path, path, seed, family="hubert", scale=1e-2):
 
 
 def load_weights(path, family="hubert"):
-    return checkpoint.weights(torch.load(path, weights_only=True), family)
+    return files.weights(torch.load(path, weights_only=True), family)
 
 
 def expected(base, fts, alpha, keep=HEADS):
@@ -202,7 +203,7 @@ def test_authors_config_keys(tmp_path, tiny_hubert, thetas):
 def test_register_output_as_upstream(tmp_path, tiny_hubert, thetas):
     import s3prl.hub as hub
 
-    from speechft_upstream import registry
+    from speechft_upstream.upstream import registry
 
     out = tmp_path / "reg.pt"
     proc = speechft("merge", "--base", tiny_hubert, "--finetuned", thetas[0], "--alpha", "0.25",
@@ -367,7 +368,7 @@ def test_provenance_in_info(tmp_path, tiny_hubert, thetas):
 
 def test_interrupted_merge_leaves_nothing(tmp_path, tiny_hubert, thetas, monkeypatch):
     """Ctrl-C half-way (after some tensors were written): neither output nor temporary file stays."""
-    from speechft_upstream.merge import stream
+    from speechft_upstream.checkpoints import stream
 
     real_add, calls = stream.StreamWriter.add, []
 

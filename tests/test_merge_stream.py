@@ -13,8 +13,8 @@ import zlib
 import pytest
 import torch
 
-from speechft_upstream.merge import stream, zipcrc
-from speechft_upstream.merge.sha256 import Sha256
+from speechft_upstream.checkpoints import stream, zipcrc
+from speechft_upstream.checkpoints.sha256 import Sha256
 
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 3 * 4096 + 17])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from tests.conftest import EXAMPLE_CONFIG, REPO, assert_ok
 
 APPLY = REPO / "patches" / "apply.sh"
@@ -234,7 +234,7 @@ def test_patched_source_with_the_hook_on(patched, isolated_registry, tiny_hubert
 
 
 def _encoder(path):
-    state = checkpoint.load(path, allowed=checkpoint.RUNNER_ALLOWED)["Upstream"]
+    state = files.load(path, allowed=files.RUNNER_ALLOWED)["Upstream"]
     return {k: v for k, v in state.items()
             if not k.startswith(("model.feature_extractor.", "model.final_proj.", "model.label_embs"))}
 
@@ -255,7 +255,7 @@ def test_patched_runner_train_resume_evaluate(patched, tmp_path, tiny_hubert):
     assert "dev:" in proc.stderr  # evaluated on dev at step 6
 
     # β honoured: the encoder is θ0 after the head-only phase and has moved by the end.
-    theta0 = {f"model.{k}": v for k, v in checkpoint.weights(*checkpoint.read_encoder(tiny_hubert)).items()}
+    theta0 = {f"model.{k}": v for k, v in files.weights(*files.read_encoder(tiny_hubert)).items()}
     at3, at6 = _encoder(exp / "states-3.ckpt"), _encoder(exp / "states-6.ckpt")
     assert all(torch.equal(at3[k], theta0[k]) for k in at3)
     assert not all(torch.equal(at6[k], theta0[k]) for k in at6)
@@ -283,5 +283,5 @@ def test_patched_runner_under_plain_torchrun(patched, tmp_path, tiny_hubert):
                "-m", "s3prl.run_downstream", "-m", "train", "-u", "speechft_hubert", "-k", tiny_hubert,
                "-d", "example", "-c", EXAMPLE_CONFIG, "-f", "--device", "cpu", "-p", exp, "-o", short], env)
     assert_ok(proc)
-    states = checkpoint.load(exp / "states-2.ckpt", allowed=checkpoint.RUNNER_ALLOWED)
+    states = files.load(exp / "states-2.ckpt", allowed=files.RUNNER_ALLOWED)
     assert states["WorldSize"] == 2 and states["Args"].local_rank == 0

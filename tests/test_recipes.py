@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from tests.conftest import REPO
 
 RECIPES = REPO / "downstream_recipes"
@@ -171,10 +171,10 @@ def test_pr_finetune_then_evaluate_theta_prime(tmp_path, tiny_hubert):
 
     model = hub.hubert_local(ckpt=str(theta_prime))
     runner_ckpt = exp / "dev-best.ckpt"
-    tuned = checkpoint.load(runner_ckpt, allowed=checkpoint.RUNNER_ALLOWED)["Upstream"]
+    tuned = files.load(runner_ckpt, allowed=files.RUNNER_ALLOWED)["Upstream"]
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in tuned.items())
-    theta0 = checkpoint.weights(*checkpoint.read_encoder(tiny_hubert))
+    theta0 = files.weights(*files.read_encoder(tiny_hubert))
     name = "encoder.layers.0.fc1.weight"
     assert not torch.equal(state[f"model.{name}"], theta0[name])
     assert all(torch.equal(state[f"model.{k}"], v) for k, v in theta0.items() if k.startswith("feature_extractor."))
@@ -185,7 +185,7 @@ def test_pr_finetune_then_evaluate_theta_prime(tmp_path, tiny_hubert):
               "--exp", exp2, *SMOKE))
     results = check_results(exp2, "pr", theta_prime, upstream="hubert_local")
     assert results["higher_is_better"] is False
-    args = checkpoint.load(exp2 / "dev-best.ckpt", allowed=checkpoint.RUNNER_ALLOWED)["Args"]
+    args = files.load(exp2 / "dev-best.ckpt", allowed=files.RUNNER_ALLOWED)["Args"]
     assert not args.upstream_trainable and args.upstream_layer_selection is None  # frozen, weighted sum
 
 
@@ -242,5 +242,5 @@ def test_pr_finetune_two_processes(tmp_path, tiny_hubert):
     exp = tmp_path / "pr_ddp"
     ok(recipe("pr", "finetune", "--ckpt", tiny_hubert, "--data", data, "--exp", exp, "--beta", "0.5",
               "--nproc", "2", *SMOKE))
-    assert checkpoint.load(exp / "states-2.ckpt", allowed=checkpoint.RUNNER_ALLOWED)["WorldSize"] == 2
-    assert checkpoint.read_encoder(exp / "theta_prime.pt")[1] == "hubert"
+    assert files.load(exp / "states-2.ckpt", allowed=files.RUNNER_ALLOWED)["WorldSize"] == 2
+    assert files.read_encoder(exp / "theta_prime.pt")[1] == "hubert"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from speechft_upstream.finetune.schedules import stable_finetuning_factor
 from speechft_upstream.finetune.stable import StableSchedule
 from tests.conftest import assert_ok, runner, train_args
@@ -15,7 +15,7 @@ EVERY_STEP = (f"config.runner.total_steps={T},,config.runner.save_step=1,,config
 
 def encoder_state(path):
     """The 'Upstream' state of a runner checkpoint, keys as in the converted weights."""
-    states = checkpoint.load(path, allowed=checkpoint.RUNNER_ALLOWED)
+    states = files.load(path, allowed=files.RUNNER_ALLOWED)
     return {k[len("model."):]: v for k, v in states["Upstream"].items()}
 
 
@@ -32,8 +32,8 @@ def same(a, b):
 
 @pytest.fixture(scope="module")
 def theta0_weights(tiny_dir):
-    state, family = checkpoint.read_encoder(tiny_dir / "hubert.pt")
-    return checkpoint.weights(state, family)
+    state, family = files.read_encoder(tiny_dir / "hubert.pt")
+    return files.weights(state, family)
 
 
 def settings(tmp_path, beta):
@@ -54,7 +54,7 @@ def test_beta_honoured_on_the_runner(tmp_path, tiny_hubert, theta0_weights):
         cnn, enc = split(encoder_state(exp / f"states-{step}.ckpt"))
         assert same(cnn, cnn0), f"CNN changed by step {step}"
         assert same(enc, enc0) == (step <= 3), f"encoder at step {step}"
-        heads.append(checkpoint.load(exp / f"states-{step}.ckpt", allowed=checkpoint.RUNNER_ALLOWED)["Downstream"])
+        heads.append(files.load(exp / f"states-{step}.ckpt", allowed=files.RUNNER_ALLOWED)["Downstream"])
     first = heads[0]
     assert any(not torch.equal(first[k], heads[1][k]) for k in first), "the head must train in phase 1"
 
@@ -110,5 +110,5 @@ def test_schedule_by_name_in_runner(tmp_path, tiny_hubert):
     proc = runner(train_args("speechft_hubert", exp, tiny_hubert, [
         "-o", "config.scheduler={'name': 'stable_finetuning_schedule'}"]))
     assert_ok(proc)
-    states = checkpoint.load(exp / "states-6.ckpt", allowed=checkpoint.RUNNER_ALLOWED)
+    states = files.load(exp / "states-6.ckpt", allowed=files.RUNNER_ALLOWED)
     assert states["Scheduler"]["_last_lr"] == [0.0]  # decayed to 0 at the last step

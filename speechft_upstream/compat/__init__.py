@@ -111,7 +111,8 @@ def _hook_runner(runner_module):
 
 
 def _register_upstreams(hub):
-    from speechft_upstream import hubconf, registry
+    from speechft_upstream import hubconf
+    from speechft_upstream.upstream import registry
 
     hubconf.register(hub)
     registry.register_all(hub)

@@ -23,7 +23,7 @@ import json
 import re
 from pathlib import Path
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from speechft_upstream.errors import SpeechFTError
 from speechft_upstream.evaluate.similarity import Accumulator, relative_change
 
@@ -104,22 +104,22 @@ def analyze(base, models, audio, max_files=None, progress=None):
     import soundfile
     import torch
 
-    from speechft_upstream import expert
+    from speechft_upstream.upstream import expert
 
     say = progress or (lambda message: None)
     if not models:
         raise SpeechFTError("give at least one model to compare with θ0 (--models A.pt [B.pt ...])")
-    files = audio_files(audio, max_files)
-    base_state, family = checkpoint.read_encoder(base)
-    base_weights = checkpoint.weights(base_state, family)
+    wavs = audio_files(audio, max_files)
+    base_state, family = files.read_encoder(base)
+    base_weights = files.weights(base_state, family)
     labels = _labels(models)
 
     changes = []
     for path in models:
-        state, model_family = checkpoint.read_encoder(path)
+        state, model_family = files.read_encoder(path)
         if model_family != family:
             raise SpeechFTError(f"{path}: is a {model_family} checkpoint, but θ0 ({base}) is {family}")
-        changes.append(weight_changes(base_weights, checkpoint.weights(state, family), base, path))
+        changes.append(weight_changes(base_weights, files.weights(state, family), base, path))
         del state
 
     say(f"loading θ0 and {len(models)} model(s) ({family})")
@@ -132,7 +132,7 @@ def analyze(base, models, audio, max_files=None, progress=None):
     accumulators = None
     frames = 0
     with torch.no_grad():
-        for index, path in enumerate(files, 1):
+        for index, path in enumerate(wavs, 1):
             wav, _ = soundfile.read(str(path), dtype="float32", always_2d=False)
             wav = torch.from_numpy(np.ascontiguousarray(wav))
             hidden = [enc([wav])["hidden_states"] for enc in encoders]
@@ -148,8 +148,8 @@ def analyze(base, models, audio, max_files=None, progress=None):
                         raise SpeechFTError(f"{models[m]}: hidden state {h} has shape {y.shape} on {path}, θ0's {x.shape}")
                     accumulators[m][h].update(x, y)
             frames += reference[0].shape[1]
-            if index % 20 == 0 or index == len(files):
-                say(f"features: {index}/{len(files)} files, {frames} frames")
+            if index % 20 == 0 or index == len(wavs):
+                say(f"features: {index}/{len(wavs)} files, {frames} frames")
 
     dims = accumulators[0][0].dims
     if frames <= dims:
@@ -163,7 +163,7 @@ def analyze(base, models, audio, max_files=None, progress=None):
             rows.append({"model": label, "path": str(models[m]), "hidden_state": h,
                          "r2": acc.r2(), "cka": acc.cka(),
                          "weight_change": per_layer.get(h, float("nan")), "tensors": counts.get(h, 0),
-                         "overall_weight_change": overall, "frames": frames, "files": len(files)})
+                         "overall_weight_change": overall, "frames": frames, "files": len(wavs)})
     return rows
 
 

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from speechft_upstream.errors import SpeechFTError
 from speechft_upstream.finetune.audio_data import SAMPLE_RATE, AudioFolder
 
@@ -42,7 +42,7 @@ def build_model(path):
     from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
     from s3prl.upstream.utils import merge_with_parent
 
-    state, _ = checkpoint.read_encoder(path, expect="hubert")
+    state, _ = files.read_encoder(path, expect="hubert")
     symbols = state["dictionaries_symbols"]
     if not symbols or any(d is None for d in symbols) or "label_embs_concat" not in state["model_weight"]:
         raise SpeechFTError(f"{path}: has no HuBERT codebook (label_embs_concat / dictionaries); "
@@ -230,13 +230,13 @@ def run(ckpt, audio, output, steps=1000, lr=5e-5, batch_size=8, max_seconds=15.0
         raise SpeechFTError("internal error: trained model's weight names differ from θ0's; nothing written")
     out = dict(state)
     out["model_weight"] = {k: weights[k].detach().to("cpu", original[k].dtype).clone().contiguous() for k in original}
-    checkpoint.save_atomic(out, output)
+    files.save_atomic(out, output)
     _write_json(record, log_path(output))
     return record
 
 
 def _write_json(obj, path):
-    checkpoint.write_json_atomic(obj, path, indent=1)
+    files.write_json_atomic(obj, path, indent=1)
 
 
 def add_parser(sub):

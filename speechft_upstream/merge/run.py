@@ -12,7 +12,7 @@ import torch
 from speechft_upstream.errors import SpeechFTError
 from speechft_upstream.merge import config as merge_config
 from speechft_upstream.merge import methods
-from speechft_upstream.merge.stream import Source, StreamWriter
+from speechft_upstream.checkpoints.stream import Source, StreamWriter
 
 PROVENANCE_KEY = "speechft_provenance"
 
@@ -232,7 +232,7 @@ def _register_names(spec):
 
 def _check_register(names, force):
     """Refuse a name registration would refuse, before minutes of merging rather than after."""
-    from speechft_upstream import registry
+    from speechft_upstream.upstream import registry
 
     taken, entries = registry._taken_names(), registry.read()
     for name in names:
@@ -250,7 +250,7 @@ def run(options, config=None, progress=True):
         _check_register(names, spec.force)
     written = merge(spec, progress=progress)
     if names:
-        from speechft_upstream import registry
+        from speechft_upstream.upstream import registry
 
         for path, name in zip(written, names):
             registry.add(name, path, force=spec.force)

@@ -1,6 +1,6 @@
 """Streamed checkpoint I/O for merging: inputs tensor by tensor, outputs record by record.
 
-Reading: each input is opened with ``checkpoint.load`` (weights_only, allow-list, memory-mapped),
+Reading: each input is opened with ``files.load`` (weights_only, allow-list, memory-mapped),
 so nothing but the pickled metadata is read up front. Touched pages of a mapping count in the
 process's RSS until unmapped, so once a tensor has been merged its pages are handed back with
 madvise(MADV_DONTNEED); the mapping is private and never written, so a later touch simply reads
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from speechft_upstream import checkpoint
-from speechft_upstream.merge import zipcrc
-from speechft_upstream.merge.sha256 import Sha256
+from speechft_upstream.checkpoints import files
+from speechft_upstream.checkpoints import zipcrc
+from speechft_upstream.checkpoints.sha256 import Sha256
 from speechft_upstream.errors import SpeechFTError
 
 _MADV_DONTNEED = 4
@@ -86,19 +86,19 @@ class Source:
     def __init__(self, path, allow_runner):
         self.path = Path(path)
         before = _mappings_of(self.path) if self.path.is_file() else set()
-        state = checkpoint.load(self.path, checkpoint.RUNNER_ALLOWED if allow_runner else ())
+        state = files.load(self.path, files.RUNNER_ALLOWED if allow_runner else ())
         self.sha256 = Sha256(self.path)
         self._ranges = sorted(_mappings_of(self.path) - before)
         self.top = state
         if allow_runner and isinstance(state, dict) and {"Args", "Step"} <= set(state):
-            from speechft_upstream.extract import encoder_of
+            from speechft_upstream.checkpoints.extract import encoder_of
 
             self.kind, self.family = "runner", None
             self.weights = encoder_of(state, self.path)
         else:
             self.kind = "converted"
-            self.family = checkpoint.detect_family(state, self.path)
-            self.weights = checkpoint.weights(state, self.family)
+            self.family = files.detect_family(state, self.path)
+            self.weights = files.weights(state, self.family)
             if not isinstance(self.weights, dict) or not self.weights:
                 raise SpeechFTError(f"{self.path}: holds no weights under its {self.family} weight key")
         for name, value in self.weights.items():

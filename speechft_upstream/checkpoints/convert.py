@@ -34,8 +34,8 @@ the ones ``speechft make-tiny --format fairseq`` writes hold a pickled DictConfi
 import argparse
 import copy
 
-from speechft_upstream import checkpoint
-from speechft_upstream.convert_legacy import cfg_from_args
+from speechft_upstream.checkpoints import files
+from speechft_upstream.checkpoints.convert_legacy import cfg_from_args
 from speechft_upstream.errors import SpeechFTError
 
 CONVERTIBLE = ("hubert", "wav2vec2", "wavlm")
@@ -133,7 +133,7 @@ def plain(obj, path="cfg"):
 
 def read(path):
     """The unpickled file: a dict, with the inert records described above where it held objects."""
-    return checkpoint.load(path, allowed=ALLOWED_GLOBALS)
+    return files.load(path, allowed=ALLOWED_GLOBALS)
 
 
 def detect(state, path):
@@ -143,7 +143,7 @@ def detect(state, path):
     keys = set(state)
     if "model" not in keys or not isinstance(state["model"], dict):
         try:
-            family = checkpoint.detect_family(state, path)
+            family = files.detect_family(state, path)
         except SpeechFTError:
             family = None
         if family:
@@ -232,5 +232,5 @@ def convert(src, dst, force=False):
     if Path(src).resolve() == dst.resolve():
         raise SpeechFTError(f"{dst}: is the input file; write the conversion elsewhere")
     family, out = convert_state(read(src), src)
-    checkpoint.save_atomic(out, dst)
+    files.save_atomic(out, dst)
     return family, dst

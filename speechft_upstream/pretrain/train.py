@@ -25,9 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from speechft_upstream.errors import SpeechFTError
-from speechft_upstream.pretrain_data import kmeans_labels, load_audio, make_batch, mfcc_50hz, read_corpus, sha256_of
+from speechft_upstream.pretrain.data import kmeans_labels, load_audio, make_batch, mfcc_50hz, read_corpus, sha256_of
 
 FORMAT = 1  # bump when the recipe changes: cached θ0 files made by another recipe are not reused
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -217,7 +217,7 @@ def run(corpus, output, steps=None, clusters=None, seed=0, quick=False, force=Fa
 
     weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     state = {"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": weights, "dictionaries_symbols": symbols}
-    checkpoint.save_atomic(state, output)
+    files.save_atomic(state, output)
     tail = record["loss"][-max(1, min(50, total // 5)):]
     record["first_loss"] = record["loss"][0]
     record["final_loss"] = round(sum(tail) / len(tail), 4)
@@ -226,7 +226,7 @@ def run(corpus, output, steps=None, clusters=None, seed=0, quick=False, force=Fa
     record["seconds_elapsed"] = round(time.time() - started, 1)
     record["threads"] = torch.get_num_threads()
     record["sha256"] = sha256_of(output)
-    checkpoint.write_json_atomic(record, sidecar_path(output), indent=1)
+    files.write_json_atomic(record, sidecar_path(output), indent=1)
     return record, False
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from speechft_upstream.finetune import baselines, stable
 from speechft_upstream.errors import SpeechFTError
 
@@ -90,6 +90,6 @@ def expert_class(family):
 
 def build(family, ckpt, model_config=None, **kwargs):
     """Check ``ckpt`` is a sound converted ``family`` checkpoint, then build the expert on it."""
-    checkpoint.read_encoder(ckpt, expect=family)
+    files.read_encoder(ckpt, expect=family)
     settings = read_settings(model_config)
     return expert_class(family)(ckpt, settings=settings, settings_source=str(model_config) if model_config else "-g settings", **kwargs)

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from speechft_upstream.errors import SpeechFTError
 
 
@@ -36,7 +36,7 @@ def read():
 
 
 def _write(entries):
-    checkpoint.write_json_atomic(entries, registry_path(), indent=2, sort_keys=True)
+    files.write_json_atomic(entries, registry_path(), indent=2, sort_keys=True)
 
 
 _stock_names = None  # s3prl's own hub names, captured before speechft adds any
@@ -67,7 +67,7 @@ def add(name, ckpt, force=False):
     if name in _taken_names():
         raise SpeechFTError(f"{name!r}: already an s3prl or speechft upstream name; choose another")
     ckpt = Path(ckpt).resolve()
-    _, family = checkpoint.read_encoder(ckpt)
+    _, family = files.read_encoder(ckpt)
     entries = read()
     if name in entries and not force:
         raise SpeechFTError(f"{name!r}: already registered for {entries[name]['path']} (use --force to replace)")
@@ -85,7 +85,7 @@ def remove(name):
 
 
 def _make_entry(name, path, family):
-    from speechft_upstream import expert
+    from speechft_upstream.upstream import expert
 
     def entry(ckpt=None, model_config=None, refresh=False, **kwargs):
         chosen = ckpt or path

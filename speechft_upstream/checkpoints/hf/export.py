@@ -15,11 +15,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from speechft_upstream.errors import SpeechFTError
 
-from speechft_upstream.hf_config import HF_CLASSES, SUPPORTED, build_hf_config, model_config
-from speechft_upstream.hf_weights import map_weights
+from speechft_upstream.checkpoints.hf.config import HF_CLASSES, SUPPORTED, build_hf_config, model_config
+from speechft_upstream.checkpoints.hf.weights import map_weights
 
 WRITTEN = ("config.json", "model.safetensors", "preprocessor_config.json")
 
@@ -61,13 +61,13 @@ def export(ckpt, outdir, force=False):
     outdir = Path(outdir)
     _check_outdir(outdir, force)
 
-    state, family = checkpoint.read_encoder(ckpt)
+    state, family = files.read_encoder(ckpt)
     if family not in SUPPORTED:
         raise SpeechFTError(
             f"{ckpt}: is a {family} checkpoint; export-hf writes {', '.join(SUPPORTED)} encoders only "
             "(transformers has no such model)"
         )
-    params = checkpoint.weights(state, family)
+    params = files.weights(state, family)
     cfg, normalize = model_config(state, family, ckpt)
     config = build_hf_config(cfg, family, ckpt)
     config.speechft_source = {"file": Path(ckpt).name, "family": family, "speechft_version": __version__}

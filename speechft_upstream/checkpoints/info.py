@@ -5,7 +5,7 @@ The file is memory-mapped, so only its metadata is read: cheap even for large ch
 
 from collections import Counter
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from speechft_upstream.errors import SpeechFTError
 from speechft_upstream.merge.run import PROVENANCE_KEY
 
@@ -26,11 +26,11 @@ def _layers(weights):
 
 def describe(path):
     """The lines `speechft info` prints for ``path``."""
-    state = checkpoint.load(path, checkpoint.RUNNER_ALLOWED)
+    state = files.load(path, files.RUNNER_ALLOWED)
     if isinstance(state, dict) and {"Upstream", "Args"} <= set(state):
         return _describe_runner(path, state)
-    family = checkpoint.detect_family(state, path)
-    weights = checkpoint.weights(state, family)
+    family = files.detect_family(state, path)
+    weights = files.weights(state, family)
     if not isinstance(weights, dict):
         raise SpeechFTError(f"{path}: holds no weights under its {family} weight key")
     n, nbytes, dtypes = _summary(weights)

@@ -3,7 +3,7 @@
 import re
 
 from speechft_upstream.errors import SpeechFTError
-from speechft_upstream.hf_config import HF_CLASSES
+from speechft_upstream.checkpoints.hf.config import HF_CLASSES
 
 # Checkpoint tensors that only serve pre-training and have no place in a bare encoder
 # (regular expressions on the s3prl/fairseq names). ``mask_emb`` joins them only when the

@@ -9,7 +9,7 @@ is downloaded: θ0 is the template.
 
 from pathlib import Path
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 from speechft_upstream.errors import SpeechFTError
 
 PREFIX = "model."
@@ -36,7 +36,7 @@ def encoder_of(states, path):
 
 def runner_encoder(path):
     """The encoder weights of a runner checkpoint file, and the step it was saved at."""
-    states = checkpoint.load(path, allowed=checkpoint.RUNNER_ALLOWED)
+    states = files.load(path, allowed=files.RUNNER_ALLOWED)
     return encoder_of(states, path), states.get("Step")
 
 
@@ -49,8 +49,8 @@ def build(runner_ckpt, base):
     import torch
 
     tuned, step = runner_encoder(runner_ckpt)
-    state, family = checkpoint.read_encoder(base)
-    params = checkpoint.weights(state, family)
+    state, family = files.read_encoder(base)
+    params = files.weights(state, family)
     missing = params.keys() - tuned.keys()
     if missing:
         raise SpeechFTError(
@@ -88,8 +88,8 @@ def extract(runner_ckpt, base, output, force=False):
     if output.exists() and not force:
         raise SpeechFTError(f"{output}: already exists (use --force to replace it)")
     state, family, step = build(runner_ckpt, base)
-    checkpoint.save_atomic(state, output)
-    n = sum(t.numel() for t in checkpoint.weights(state, family).values())
+    files.save_atomic(state, output)
+    n = sum(t.numel() for t in files.weights(state, family).values())
     at = f" at step {step}" if step is not None else ""
     return f"wrote {family} encoder ({n:,} parameters){at} from {runner_ckpt} to {output}"
 

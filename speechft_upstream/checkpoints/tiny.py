@@ -7,7 +7,7 @@ DeCoAR 2.0 is not offered: s3prl hard-codes its size (768 dims, 12 layers).
 
 import torch
 
-from speechft_upstream import checkpoint
+from speechft_upstream.checkpoints import files
 
 TINY_ARCHS = ("hubert", "wav2vec2", "wavlm")
 
@@ -77,14 +77,14 @@ def make_tiny(arch, seed=0):
     """The converted-format dict of a tiny ``arch`` encoder, deterministic for ``seed``."""
     torch.manual_seed(seed)
     state = _BUILDERS[arch]()
-    weights = checkpoint.weights(state, arch)
+    weights = files.weights(state, arch)
     for name in list(weights):
         weights[name] = weights[name].detach().clone().contiguous()
     return state
 
 
 def write_tiny(arch, path, seed=0):
-    return checkpoint.save_atomic(make_tiny(arch, seed), path)
+    return files.save_atomic(make_tiny(arch, seed), path)
 
 
 # --- the same tiny models in the layouts users hold before conversion ---------------------------
@@ -153,7 +153,7 @@ def make_tiny_fairseq(arch, seed=0):
     """
     from omegaconf import OmegaConf
 
-    from speechft_upstream.convert_legacy import FAIRSEQ_0_12_2_DEFAULTS
+    from speechft_upstream.checkpoints.convert_legacy import FAIRSEQ_0_12_2_DEFAULTS
 
     if arch == "wavlm":
         return make_tiny("wavlm", seed)
@@ -213,6 +213,6 @@ def write_tiny_format(arch, path, seed=0, fmt="s3prl"):
     if fmt == "s3prl":
         return write_tiny(arch, path, seed)
     try:
-        return checkpoint.save_atomic(make_tiny_fairseq(arch, seed), path)
+        return files.save_atomic(make_tiny_fairseq(arch, seed), path)
     finally:
         _drop_stand_ins()
