@@ -14,7 +14,9 @@
 #   RUNNER_FLAGS array of extra flags for recipe_tool.py runner (none needed today)
 #   DATA_LAYOUT  one line describing the data folder, for -h
 # Optional: task_option NAME VALUE (returns 0 when it took the option; may add to the array
-# TASK_OVERRIDES), task_usage (more -h lines), task_extra_results (KEY=VALUE lines for results.json).
+# TASK_OVERRIDES), task_usage (more -h lines), task_extra_results (KEY=VALUE lines for results.json),
+# task_result EXP DATA RUNNER_CKPT SCORES_JSON (writes {"value", "metrics"} from the runner's
+# output when the runner prints no metric line, e.g. SD's DER).
 
 RECIPES="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$RECIPES")"
@@ -113,7 +115,8 @@ recipe_main() {
   exp="$(cd "$exp" && pwd)"
   data="$(cd "$data" && pwd)"
   [[ -z "$ckpt" ]] || ckpt="$(cd "$(dirname "$ckpt")" && pwd)/$(basename "$ckpt")"
-  if compgen -G "$exp/states-*.ckpt" >/dev/null || compgen -G "$exp/*-best.ckpt" >/dev/null; then
+  if compgen -G "$exp/states-*.ckpt" >/dev/null || compgen -G "$exp/*-best.ckpt" >/dev/null \
+     || compgen -G "$exp/best-states-*.ckpt" >/dev/null; then
     recipe_die "$exp: already holds runner checkpoints; use a new --exp folder"
   fi
 
@@ -177,6 +180,10 @@ EOF
   local res_extra=()
   if declare -F task_extra_results >/dev/null; then
     while IFS= read -r item; do res_extra+=(--extra "$item"); done < <(task_extra_results)
+  fi
+  if declare -F task_result >/dev/null; then  # the task scores the runner's output itself (SD)
+    task_result "$exp" "$data" "$picked" "$exp/${TASK}_scores.json" || exit 1
+    res_extra+=(--scores "$exp/${TASK}_scores.json")
   fi
   "${tool[@]}" result --log "$exp/evaluate.log" --task "$TASK" --metric "$METRIC" --split "$TEST_SPLIT" \
     --upstream "$upstream" --runner-ckpt "$picked" --output "$exp/results.json" \

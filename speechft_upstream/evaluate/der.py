@@ -13,7 +13,6 @@ diarization expert writes on the test split: s3prl's own ``make_rttm.py`` at thr
 """
 
 import math
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -82,6 +81,23 @@ def der_files(reference_rttm, hypothesis_rttm):
     return der(read_rttm(reference_rttm), read_rttm(hypothesis_rttm))
 
 
+def _run_script(script, argv):
+    """s3prl's make_rttm.py as score.sh runs it (a script: it parses sys.argv at import), in-process."""
+    import runpy
+
+    saved = sys.argv
+    sys.argv = [str(script), *argv]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as err:
+        if err.code:
+            raise SpeechFTError(f"{script}: failed (exit {err.code})") from None
+    except (OSError, KeyError, ValueError) as err:
+        raise SpeechFTError(f"{script}: failed ({err})") from None
+    finally:
+        sys.argv = saved
+
+
 def score_predictions(prediction_dir, reference_rttm, frame_shift, work_dir, sample_rate=16000):
     """score.sh's sweep over s3prl's make_rttm.py settings: {"best": {...}, "settings": [...]}."""
     prediction_dir, work_dir = Path(prediction_dir), Path(work_dir)
@@ -99,11 +115,8 @@ def score_predictions(prediction_dir, reference_rttm, frame_shift, work_dir, sam
     for median in MEDIANS:
         for threshold in THRESHOLDS:
             rttm = work_dir / f"hyp_{threshold}_{median}.rttm"
-            proc = subprocess.run([sys.executable, str(make_rttm), f"--median={median}", f"--threshold={threshold}",
-                                   f"--frame_shift={frame_shift}", "--subsampling=1", f"--sampling_rate={sample_rate}",
-                                   str(file_list), str(rttm)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SpeechFTError(f"{make_rttm}: failed ({(proc.stderr.strip().splitlines() or ['no message'])[-1]})")
+            _run_script(make_rttm, [f"--median={median}", f"--threshold={threshold}", f"--frame_shift={frame_shift}",
+                                    "--subsampling=1", f"--sampling_rate={sample_rate}", str(file_list), str(rttm)])
             row = {"threshold": threshold, "median": median, "rttm": str(rttm)}
             row.update(der(reference, read_rttm(rttm)))
             settings.append(row)
