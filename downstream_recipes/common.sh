@@ -16,7 +16,8 @@
 # Optional: task_option NAME VALUE (returns 0 when it took the option; may add to the array
 # TASK_OVERRIDES), task_usage (more -h lines), task_extra_results (KEY=VALUE lines for results.json),
 # task_result EXP DATA RUNNER_CKPT SCORES_JSON (writes {"value", "metrics"} from the runner's
-# output when the runner prints no metric line, e.g. SD's DER).
+# output when the runner prints no metric line, e.g. SD's DER), task_check DATA (more checks of
+# the data folder before the runner starts; prints its own one-line error).
 
 RECIPES="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$RECIPES")"
@@ -98,6 +99,7 @@ recipe_main() {
   for need in "${DATA_CHECK[@]}"; do
     [[ -e "$data/$need" ]] || recipe_die "$data: missing $need (${TASK^^} data layout: downstream_recipes/README.md)"
   done
+  if declare -F task_check >/dev/null; then task_check "$data" || exit 1; fi
   if [[ "$mode" == finetune ]]; then
     [[ -n "$ckpt" ]] || recipe_die "finetune needs --ckpt THETA0 (the encoder to fine-tune)"
   fi

@@ -129,6 +129,32 @@ def result(args):
     print(json.dumps(results))
 
 
+def sd_check(args):
+    """SD: every wav.scp file exists and every segment's recording is listed (before the runner)."""
+    data = Path(args.data)
+    layout = "SD data layout: downstream_recipes/README.md"
+    for split in ("train", "dev", "test"):
+        folder = data / split
+        wavs = {}
+        for number, line in enumerate((folder / "wav.scp").read_text().splitlines(), 1):
+            fields = line.split(None, 1)
+            if len(fields) != 2:
+                fail(f"{folder / 'wav.scp'}:{number}: expected '<recording> <wav path>' ({layout})")
+            rec, path = fields[0], fields[1].strip()
+            wavs[rec] = path
+            if not path.endswith("|") and path != "-" and not os.path.isfile(path):
+                fail(f"{folder / 'wav.scp'}:{number}: {path}: no such audio file (relative paths are read from "
+                     f"the working directory; {layout})")
+        durations = {line.split()[0] for line in (folder / "reco2dur").read_text().splitlines() if line.strip()}
+        missing = sorted(set(wavs) - durations)
+        if missing:
+            fail(f"{folder / 'reco2dur'}: no line for recording {missing[0]} of wav.scp ({layout})")
+        for number, line in enumerate((folder / "segments").read_text().splitlines(), 1):
+            fields = line.split()
+            if len(fields) != 4 or fields[1] not in wavs:
+                fail(f"{folder / 'segments'}:{number}: expected '<utt> <recording of wav.scp> <start> <end>' ({layout})")
+
+
 def sd_score(args):
     """SD: DER (percent) of the test predictions, score.sh's settings swept, the lowest reported."""
     from speechft_upstream.errors import SpeechFTError
@@ -335,6 +361,9 @@ def main(argv=None):
     p.add_argument("--scores", help="JSON {value, metrics} written by the task's own scoring (SD)")
     p.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=result)
+    p = sub.add_parser("sd-check")
+    p.add_argument("data")
+    p.set_defaults(func=sd_check)
     p = sub.add_parser("sd-score")
     p.add_argument("--exp", required=True)
     p.add_argument("--reference", required=True)

@@ -22,6 +22,7 @@ RUNNER_FLAGS=()
 task_result() {  # EXP DATA RUNNER_CKPT SCORES_JSON
   "$(recipe_python)" "$RECIPES/recipe_tool.py" sd-score --exp "$1" --reference "$2/test/rttm" --output "$4"
 }
+task_check() { "$(recipe_python)" "$RECIPES/recipe_tool.py" sd-check "$1"; }
 task_usage() {
   cat <<'USAGE'
   SD: evaluate reports the DER (percent) of the best of s3prl's score.sh settings (threshold

@@ -86,6 +86,15 @@ def test_missing_files_are_one_line(data, tmp_path, tiny_hubert):
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
     assert "missing test/rttm (SD data layout: downstream_recipes/README.md)" in lines[0]
     assert "training" not in proc.stderr  # refused before the runner starts
+    shutil.copy(data / "sd" / "test" / "rttm", sd / "test" / "rttm")
+    moved = sd / "dev" / "wav" / "dev_0000.wav"
+    moved.unlink()  # wav.scp still names the corpus's own file: point it at a missing one
+    scp = sd / "dev" / "wav.scp"
+    scp.write_text(scp.read_text().replace(str((data / "sd").resolve()), str(sd)))
+    proc = recipe("sd", "evaluate", "--ckpt", tiny_hubert, "--data", sd, "--exp", tmp_path / "e2", "--device", "cpu")
+    lines = error_lines(proc)
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+    assert f"dev/wav.scp:1: {moved}: no such audio file" in lines[0] and "SD data layout" in lines[0]
 
     qbe = tmp_path / "qbe"
     shutil.copytree(data / "qbe", qbe)
