@@ -86,7 +86,9 @@ setup(
     ],
     extras_require={
         # What s3prl's downstream runner imports but does not declare.
-        "runner": ["tensorboardX", "pandas", "librosa", "catalyst", "editdistance"],
+        "runner": ["tensorboardX", "pandas", "librosa", "catalyst", "editdistance",
+                   # SD (diarization: h5py; DER with pyannote.metrics) and QbE (quesst14_dtw)
+                   "h5py", "pyannote.metrics==4.2.0", "dtw-python", "lxml"],
         "test": ["pytest"],
         # baselines (LoRA), HF export, the mini benchmark's corpus (eSpeak NG) and plots
         "extras": ["peft", "transformers", "safetensors", "espeakng-loader==0.2.4", "matplotlib"],

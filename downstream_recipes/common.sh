@@ -14,7 +14,10 @@
 #   RUNNER_FLAGS array of extra flags for recipe_tool.py runner (none needed today)
 #   DATA_LAYOUT  one line describing the data folder, for -h
 # Optional: task_option NAME VALUE (returns 0 when it took the option; may add to the array
-# TASK_OVERRIDES), task_usage (more -h lines), task_extra_results (KEY=VALUE lines for results.json).
+# TASK_OVERRIDES), task_usage (more -h lines), task_extra_results (KEY=VALUE lines for results.json),
+# task_result EXP DATA RUNNER_CKPT SCORES_JSON (writes {"value", "metrics"} from the runner's
+# output when the runner prints no metric line, e.g. SD's DER), task_check DATA (more checks of
+# the data folder before the runner starts; prints its own one-line error).
 
 RECIPES="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$RECIPES")"
@@ -96,6 +99,7 @@ recipe_main() {
   for need in "${DATA_CHECK[@]}"; do
     [[ -e "$data/$need" ]] || recipe_die "$data: missing $need (${TASK^^} data layout: downstream_recipes/README.md)"
   done
+  if declare -F task_check >/dev/null; then task_check "$data" || exit 1; fi
   if [[ "$mode" == finetune ]]; then
     [[ -n "$ckpt" ]] || recipe_die "finetune needs --ckpt THETA0 (the encoder to fine-tune)"
   fi
@@ -113,7 +117,8 @@ recipe_main() {
   exp="$(cd "$exp" && pwd)"
   data="$(cd "$data" && pwd)"
   [[ -z "$ckpt" ]] || ckpt="$(cd "$(dirname "$ckpt")" && pwd)/$(basename "$ckpt")"
-  if compgen -G "$exp/states-*.ckpt" >/dev/null || compgen -G "$exp/*-best.ckpt" >/dev/null; then
+  if compgen -G "$exp/states-*.ckpt" >/dev/null || compgen -G "$exp/*-best.ckpt" >/dev/null \
+     || compgen -G "$exp/best-states-*.ckpt" >/dev/null; then
     recipe_die "$exp: already holds runner checkpoints; use a new --exp folder"
   fi
 
@@ -177,6 +182,10 @@ EOF
   local res_extra=()
   if declare -F task_extra_results >/dev/null; then
     while IFS= read -r item; do res_extra+=(--extra "$item"); done < <(task_extra_results)
+  fi
+  if declare -F task_result >/dev/null; then  # the task scores the runner's output itself (SD)
+    task_result "$exp" "$data" "$picked" "$exp/${TASK}_scores.json" || exit 1
+    res_extra+=(--scores "$exp/${TASK}_scores.json")
   fi
   "${tool[@]}" result --log "$exp/evaluate.log" --task "$TASK" --metric "$METRIC" --split "$TEST_SPLIT" \
     --upstream "$upstream" --runner-ckpt "$picked" --output "$exp/results.json" \

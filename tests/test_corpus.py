@@ -17,7 +17,10 @@ def digest(folder):
     for path in sorted(Path(folder).rglob("*")):
         if path.is_file():
             h.update(str(path.relative_to(folder)).encode())
-            h.update(path.read_bytes())
+            data = path.read_bytes()
+            if path.name == "wav.scp":  # SD's Kaldi lists hold absolute paths: compare them relative
+                data = data.replace(str(Path(folder).resolve()).encode(), b"OUT")
+            h.update(data)
     return h.hexdigest()
 
 
@@ -54,7 +57,7 @@ def test_manifest_and_audio(tiny):
     out, manifest = tiny
     assert manifest["espeak_ng"].startswith("1.52") and manifest["sample_rate"] == 16000
     tasks = {u["task"] for u in manifest["utterances"]}
-    assert tasks == {"asr", "sid", "ks", "ic", "er"}
+    assert tasks >= {"asr", "sid", "ks", "ic", "er", "sd", "qbe"}
     for u in manifest["utterances"][:40]:
         data, rate = soundfile.read(str(out / u["path"]))
         assert rate == 16000 and data.ndim == 1 and np.abs(data).max() > 0.05

@@ -87,7 +87,9 @@ def report(proc):
 
 
 def test_patches_exist():
-    assert [p.name[:4] for p in PATCHES] == ["0001", "0002", "0003", "0004", "0005"]
+    numbers = [p.name[:4] for p in PATCHES]
+    assert numbers[:5] == ["0001", "0002", "0003", "0004", "0005"]
+    assert {"0007", "0008"} <= set(numbers)  # SD, QbE
 
 
 def test_check_apply_idempotent_reverse(tree, pristine):
@@ -285,3 +287,12 @@ def test_patched_runner_under_plain_torchrun(patched, tmp_path, tiny_hubert):
     assert_ok(proc)
     states = files.load(exp / "states-2.ckpt", allowed=files.RUNNER_ALLOWED)
     assert states["WorldSize"] == 2 and states["Args"].local_rank == 0
+
+
+def test_patched_sd_qbe_experts(patched):
+    """0007/0008 with the hook off: test posteriors unpadded, QbE DTW processes from the affinity."""
+    proc = py([REPO / "tests" / "sd_qbe_experts_probe.py"], patched_env(patched), timeout=300)
+    assert_ok(proc)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not out["hooked"]  # the patched source alone
+    assert out["frames"] == 14 and out["qbe_workers"] == out["affinity"] == 1

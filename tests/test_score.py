@@ -139,3 +139,18 @@ def test_speech_ft_rows_under_shipped_references():
     scores = score.compute(data, score.load_references(score.SUPERB_REFERENCES))
     assert scores["pre-trained"]["score"] == pytest.approx(916.26, abs=0.01)
     assert scores["speech-ft"]["score"] == pytest.approx(1004.37, abs=0.01)
+
+
+def test_sd_der_and_qbe_mtwv_rows_as_the_recipes_write_them(tmp_path):
+    """sd.sh writes DER in percent, qbe.sh MTWV as a fraction: the leaderboard's units."""
+    data = [{"encoder": "theta0", "task": "sd", "metric": "der", "value": 6.32, "split": "test"},
+            {"encoder": "theta0", "task": "qbe", "metric": "mtwv", "value": 0.0687, "split": "test"}]
+    scores, _ = score.run(write(tmp_path, data), score.SUPERB_REFERENCES)
+    tasks = scores["theta0"]["tasks"]
+    # SD (error rate): (6.32 − 10.05) / (5.62 − 10.05) = 3.73 / 4.43; QbE: (0.0687 − 0.0058) / (0.0736 − 0.0058)
+    assert tasks["SD"]["normalised"] == pytest.approx(3.73 / 4.43)
+    assert tasks["QbE"]["normalised"] == pytest.approx(0.0629 / 0.0678)
+    assert scores["theta0"]["score"] == pytest.approx(1000 * (3.73 / 4.43 + 0.0629 / 0.0678) / 2)
+    data[1]["value"] = 6.87  # MTWV in percent by mistake
+    with pytest.raises(SpeechFTError, match="MTWV 6.87 of encoder 'theta0' is above 1"):
+        score.run(write(tmp_path, data), score.SUPERB_REFERENCES)

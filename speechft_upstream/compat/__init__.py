@@ -136,6 +136,18 @@ def _voxceleb1_cache(dataset):
     voxceleb1_cache.install(dataset)
 
 
+def _diarization_expert(expert):
+    from speechft_upstream.compat import sd_qbe
+
+    sd_qbe.install_diarization(expert)
+
+
+def _quesst14_expert(expert):
+    from speechft_upstream.compat import sd_qbe
+
+    sd_qbe.install_quesst14(expert)
+
+
 _FIXES = {
     "torchaudio._extension.utils": _fix_torchaudio_loader,
     "torchaudio": _fix_torchaudio,
@@ -147,6 +159,8 @@ _FIXES = {
     "s3prl.downstream.ctc.expert": _ctc_corpus,
     "s3prl.downstream.speech_commands": _catalyst_standin,
     "s3prl.downstream.voxceleb1.dataset": _voxceleb1_cache,
+    "s3prl.downstream.diarization.expert": _diarization_expert,
+    "s3prl.downstream.quesst14_dtw.expert": _quesst14_expert,
 }
 
 

@@ -28,6 +28,10 @@ Layout under OUT (each the on-disk format of the matching s3prl 0.4.18 downstrea
 - ``er/``: prosody classification (neutral, question, excited, calm; the same sentences in
   every class) as IEMOCAP-style ``meta_data/Session1/{train,test}_meta_data.json`` and ``wav/``
   (``-d emotion``, test_fold fold1).
+- ``sd/``: two-speaker mixtures with overlaps as Kaldi folders ``{train,dev,test}/`` (wav.scp,
+  segments, utt2spk, spk2utt, reco2dur, rttm; ``-d diarization``), see layout_sd.py.
+- ``qbe/``: spoken queries and a search collection in the QUESST 2014 layout with its ground
+  truth (``-d quesst14_dtw``: dataset_root = qbe), see layout_qbe.py.
 - ``corpus.json``: every utterance with text, phonemes, speaker, task, split, label and path;
   the speakers' parameters; seed and eSpeak NG version.
 
@@ -42,6 +46,7 @@ import time
 from pathlib import Path
 
 from speechft_upstream.errors import SpeechFTError
+from speechft_upstream.data import layout_qbe, layout_sd
 from speechft_upstream.data.layouts import _paths, _write_tables
 from speechft_upstream.data.plan import FORMAT_VERSION, SAMPLE_RATE, SIZES, plan
 from speechft_upstream.data.render import shard_worker
@@ -75,8 +80,14 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
     tmp.mkdir(parents=True)
     n_shards = SIZES[size]["shards"]
     shards = [jobs[i::n_shards] for i in range(n_shards)]
+    # SD and QbE utterances go in shards of their own, after the others, so that adding them
+    # leaves every other task's audio byte for byte as it was (eSpeak NG state runs per shard)
+    sd_jobs = layout_sd.plan_jobs(seed, size, layout["roles"])
+    qbe_jobs = layout_qbe.plan_jobs(seed, size, layout["roles"])
+    extra, n_extra = sd_jobs + qbe_jobs, max(2, n_shards // 4)
+    shards += [extra[i::n_extra] for i in range(n_extra)]
     workers = workers or min(2, os.cpu_count() or 1)
-    say(f"synthesising {len(jobs)} utterances of {len(speakers)} speakers with eSpeak NG ({workers} processes)")
+    say(f"synthesising {len(jobs) + len(extra)} utterances of {len(speakers)} speakers with eSpeak NG ({workers} processes)")
     results, version = {}, None
     context = multiprocessing.get_context("spawn")  # fresh eSpeak NG state for every shard
     with context.Pool(workers, maxtasksperchild=1) as pool:
@@ -84,23 +95,25 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
                 pool.imap(shard_worker, [(shard, speakers, str(tmp)) for shard in shards]), 1):
             for r in shard_results:
                 results[r["id"]] = r
-            say(f"shard {done}/{n_shards}")
-    for job in jobs:
+            say(f"shard {done}/{len(shards)}")
+    for job in jobs + extra:
         job.update(results[job["id"]])
     _write_tables(tmp, layout)
+    layout_sd.write(tmp, out, seed, sd_jobs)
+    layout_qbe.write(tmp, qbe_jobs)
     manifest = {"format": FORMAT_VERSION, "seed": seed, "size": size, "espeak_ng": version,
                 "sample_rate": SAMPLE_RATE, "speakers": speakers,
                 "roles": layout["roles"], "utterances": [
                     {k: job[k] for k in ("id", "task", "split", "speaker", "text", "phonemes", "path", "samples",
                                          "snr_db", "label", "action", "object", "location") if k in job}
-                    for job in jobs]}
-    hours = sum(j["samples"] for j in jobs) / SAMPLE_RATE / 3600
+                    for job in jobs + extra]}
+    hours = sum(j["samples"] for j in jobs + extra) / SAMPLE_RATE / 3600
     manifest["hours"] = round(hours, 4)
     (tmp / "corpus.json").write_text(json.dumps(manifest, indent=1) + "\n")
     if out.exists():
         out.rmdir()
     tmp.rename(out)
-    say(f"wrote {len(jobs)} utterances ({hours * 60:.1f} min of audio) to {out} in {time.time() - started:.0f} s")
+    say(f"wrote {len(jobs) + len(extra)} utterances ({hours * 60:.1f} min of audio) to {out} in {time.time() - started:.0f} s")
     return manifest
 
 

@@ -21,7 +21,7 @@ SIZES = {
     "tiny": {"train_speakers": 6, "heldout": 2, "sentences": 2, "sid": (1, 1, 1), "ks_reps": 0, "ks_unknown": 1,
              "ic": 2, "er": 1, "shards": 2},
 }
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sd/ and qbe/
 
 ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3")

@@ -152,6 +152,10 @@ def compute(rows, references, split="test", baseline_encoder=None, tasks=None, s
             raise SpeechFTError(
                 f"{source}: metric {r['metric']!r} of task {task} (encoder {r['encoder']!r}) has no reference points "
                 f"in {ref_file} (metrics there: {', '.join(ref_tasks[task])})")
+        if metric.lower() == "mtwv" and r["value"] > 1:
+            # TWV is at most 1 (qbe.sh writes it as a fraction, as the leaderboard does): a percent slipped in
+            raise SpeechFTError(f"{source}: MTWV {r['value']} of encoder {r['encoder']!r} is above 1; MTWV is a "
+                                "fraction (at most 1), not a percentage")
         slot = values.setdefault(r["encoder"], {}).setdefault(task, {})
         if metric in slot:
             raise SpeechFTError(f"{source}: two rows for encoder {r['encoder']!r}, task {task}, metric {metric}"
