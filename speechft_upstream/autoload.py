@@ -24,6 +24,9 @@ WATCHED = (
     "s3prl.downstream.ctc.expert",  # PyPI s3prl lacks the ctc corpus package (PR)
     "s3prl.downstream.speech_commands",  # before its expert imports catalyst (KS)
     "s3prl.downstream.voxceleb1.dataset",  # its file-list cache is keyed by split only (SID)
+    "s3prl.downstream.sv_voxceleb1",  # before its dataset imports the absent `sox` (ASV)
+    "s3prl.downstream.sv_voxceleb1.dataset",  # 12 joblib workers; length cache in site-packages (ASV)
+    "s3prl.downstream.sv_voxceleb1.expert",  # .cuda() on the attention mask; dev scored on test trials
 )
 
 

@@ -136,6 +136,15 @@ def _voxceleb1_cache(dataset):
     voxceleb1_cache.install(dataset)
 
 
+def _sv_voxceleb1(name):
+    def fix(module):
+        from speechft_upstream.compat import sv_voxceleb1
+
+        getattr(sv_voxceleb1, f"install_{name}")(module)
+
+    return fix
+
+
 _FIXES = {
     "torchaudio._extension.utils": _fix_torchaudio_loader,
     "torchaudio": _fix_torchaudio,
@@ -147,6 +156,9 @@ _FIXES = {
     "s3prl.downstream.ctc.expert": _ctc_corpus,
     "s3prl.downstream.speech_commands": _catalyst_standin,
     "s3prl.downstream.voxceleb1.dataset": _voxceleb1_cache,
+    "s3prl.downstream.sv_voxceleb1": _sv_voxceleb1("package"),
+    "s3prl.downstream.sv_voxceleb1.dataset": _sv_voxceleb1("dataset"),
+    "s3prl.downstream.sv_voxceleb1.expert": _sv_voxceleb1("expert"),
 }
 
 
