@@ -28,6 +28,10 @@ Layout under OUT (each the on-disk format of the matching s3prl 0.4.18 downstrea
 - ``er/``: prosody classification (neutral, question, excited, calm; the same sentences in
   every class) as IEMOCAP-style ``meta_data/Session1/{train,test}_meta_data.json`` and ``wav/``
   (``-d emotion``, test_fold fold1).
+- ``sf/``: spoken commands with slots, Audio SNIPS-style ``{train,valid,test}/<spk>-snips-<split>-<n>.wav``,
+  ``all.iob.snips.txt``, ``all-trans.txt`` and ``slots.txt`` (``-d ctc``, corpus ``snips``; layout_sf.py).
+- ``asv/``: VoxCeleb1-style ``dev/wav/`` (the SID speakers' audio), ``test/wav/`` (dev and test
+  speakers' ASR audio) and the trial list ``veri_test2.txt`` (``-d sv_voxceleb1``; layout_asv.py).
 - ``corpus.json``: every utterance with text, phonemes, speaker, task, split, label and path;
   the speakers' parameters; seed and eSpeak NG version.
 
@@ -42,6 +46,7 @@ import time
 from pathlib import Path
 
 from speechft_upstream.errors import SpeechFTError
+from speechft_upstream.data import layout_asv, layout_sf
 from speechft_upstream.data.layouts import _paths, _write_tables
 from speechft_upstream.data.plan import FORMAT_VERSION, SAMPLE_RATE, SIZES, plan
 from speechft_upstream.data.render import shard_worker
@@ -68,13 +73,22 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
     started = time.time()
     layout = plan(seed, size)
     _paths(layout)
+    layout_sf.paths(layout)
     jobs, speakers = layout["jobs"], layout["speakers"]
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     n_shards = SIZES[size]["shards"]
-    shards = [jobs[i::n_shards] for i in range(n_shards)]
+    # a later task's jobs (shard_group) get shards of their own, so the first six tasks' shards,
+    # and with them their audio, are the same as before that task existed
+    groups = {}
+    for job in jobs:
+        groups.setdefault(job.get("shard_group"), []).append(job)
+    members = list(groups.values())
+    per_shard = -(-len(members[0]) // n_shards)  # later groups: shards of about the first's size
+    shards = [m[i::k] for j, m in enumerate(members)
+              for k in [n_shards if j == 0 else min(n_shards, -(-len(m) // per_shard))] for i in range(k)]
     workers = workers or min(2, os.cpu_count() or 1)
     say(f"synthesising {len(jobs)} utterances of {len(speakers)} speakers with eSpeak NG ({workers} processes)")
     results, version = {}, None
@@ -84,10 +98,12 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
                 pool.imap(shard_worker, [(shard, speakers, str(tmp)) for shard in shards]), 1):
             for r in shard_results:
                 results[r["id"]] = r
-            say(f"shard {done}/{n_shards}")
+            say(f"shard {done}/{len(shards)}")
     for job in jobs:
         job.update(results[job["id"]])
     _write_tables(tmp, layout)
+    layout_sf.write(tmp, layout)
+    layout_asv.write(tmp, layout)
     manifest = {"format": FORMAT_VERSION, "seed": seed, "size": size, "espeak_ng": version,
                 "sample_rate": SAMPLE_RATE, "speakers": speakers,
                 "roles": layout["roles"], "utterances": [
