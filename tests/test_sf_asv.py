@@ -275,3 +275,21 @@ def test_missing_file_named_in_one_line(task, missing, tiny, tmp_path, tiny_hube
 def test_help(task):
     proc = ok(recipe(task, "-h"))
     assert "finetune" in proc.stdout and "evaluate" in proc.stdout
+
+
+def test_score_sf_and_asv_rows(tmp_path):
+    """speechft score on SF (F1 + CER) and ASV (EER) rows, mini references (FBANK measured)."""
+    from speechft_upstream.evaluate import score
+
+    rows = [{"encoder": e, "task": t, "metric": m, "value": v, "split": "test"} for e, t, m, v in [
+        ("fbank", "sf", "F1", 60.0), ("fbank", "sf", "CER", 50.0), ("fbank", "asv", "EER", 20.0),
+        ("theta0", "sf", "F1", 80.0), ("theta0", "sf", "CER", 25.0), ("theta0", "asv", "EER", 5.0)]]
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps(rows))
+    scores, _ = score.run(path, score.MINI_REFERENCES)
+    # SF: F1 (80−60)/(100−60) = 0.5, CER (25−50)/(0−50) = 0.5 -> 0.5; ASV: (5−20)/(0−20) = 0.75
+    assert scores["theta0"]["tasks"]["SF"]["normalised"] == pytest.approx(0.5)
+    assert scores["theta0"]["tasks"]["ASV"]["normalised"] == pytest.approx(0.75)
+    assert scores["theta0"]["score"] == pytest.approx(625.0) and scores["fbank"]["score"] == pytest.approx(0.0)
+    refs = score.load_references(score.SUPERB_REFERENCES)  # the leaderboard's points, in percent
+    assert set(refs["tasks"]["SF"]) == {"F1", "CER"} and set(refs["tasks"]["ASV"]) == {"EER"}
