@@ -166,6 +166,38 @@ def test_sf_recipe_evaluate(tiny, tmp_path, tiny_hubert):
     assert results["metrics"]["slot_value_cer"] == pytest.approx(slot_value_cer(hyp, ref))
 
 
+def test_sf_superb_speakers_on_own_layout(tiny, tmp_path, tiny_hubert):
+    """A hand-made Audio SNIPS folder with Polly speaker names: --speakers superb keeps SUPERB's subsets."""
+    out, _ = tiny
+    src = out / "sf"
+    lines = (src / "all.iob.snips.txt").read_text().splitlines()
+    data = tmp_path / "snips"
+    names = {"train": ["Ivy", "Joey", "Zed"], "valid": ["Amy", "Zed"], "test": ["Brian", "Zed"]}
+    table, n = [], 0
+    for folder, speakers in names.items():
+        for speaker in speakers:
+            for k in range(2):
+                text = lines[n % len(lines)].split(" ", 1)[1]
+                wav = sorted((src / "train").glob("*.wav"))[n % 12]
+                uid = f"{speaker}-snips-{folder}-{n}"
+                (data / folder).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(wav, data / folder / f"{uid}.wav")
+                table.append(f"{uid} {text}")
+                n += 1
+    (data / "all.iob.snips.txt").write_text("\n".join(table) + "\n")
+    shutil.copyfile(src / "slots.txt", data / "slots.txt")
+    proc = recipe("sf", "evaluate", "--ckpt", tiny_hubert, "--data", data, "--exp", tmp_path / "bad", "--speakers", "some")
+    assert proc.returncode == 1 and "--speakers must be 'all' or 'superb'" in proc.stderr
+    exp = tmp_path / "sf_superb"
+    ok(recipe("sf", "evaluate", "--ckpt", tiny_hubert, "--data", data, "--exp", exp, "--speakers", "superb",
+              *SMOKE, *SF_SMALL))
+    log = (exp / "train.log").read_text()
+    assert f"{data} train: 4 utterances" in log and f"{data} valid: 2 utterances" in log  # Zed left out
+    refs = (exp / "test-ref.ark").read_text().splitlines()
+    assert len(refs) == 2 and all(r.startswith("Brian-snips-test-") for r in refs)
+    assert json.loads((exp / "results.json").read_text())["speakers"] == "superb"
+
+
 # ---- ASV ---------------------------------------------------------------------------------------
 
 def test_asv_layout_read_by_s3prl(tiny, tmp_path, monkeypatch):
