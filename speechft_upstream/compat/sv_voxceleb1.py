@@ -28,7 +28,7 @@ from speechft_upstream.errors import SpeechFTError
 
 log = logging.getLogger("speechft.compat")
 
-CACHE_DIR = None  # None: s3prl's own place, <sv_voxceleb1>/.wav_lengths; recipes point it into EXP
+CACHE_DIR = None  # None: $S3PRL_SV_CACHE_DIR, else s3prl's own <sv_voxceleb1>/.wav_lengths; recipes: EXP/cache
 _MARK = "_speechft"
 LAYOUT = "ASV data: see downstream_recipes/README.md"
 
@@ -75,7 +75,8 @@ def trimmed_lengths(module, root, n_jobs=12):
     paths = [Path(p) for p in module.find_files(str(root))]
     if not paths:
         raise SpeechFTError(f"{root}: no audio files ({LAYOUT})")
-    base = Path(CACHE_DIR) if CACHE_DIR else Path(module.__file__).parent / ".wav_lengths"
+    # the recipe's folder, else the patched source's variable (patches/s3prl/0006), else s3prl's place
+    base = Path(CACHE_DIR or os.environ.get("S3PRL_SV_CACHE_DIR") or Path(module.__file__).parent / ".wav_lengths")
     cache = base / f"{cache_key(root, paths)}.json"
     if cache.is_file():
         import json
