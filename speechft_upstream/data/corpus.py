@@ -85,10 +85,12 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
     groups = {}
     for job in jobs:
         groups.setdefault(job.get("shard_group"), []).append(job)
-    members = list(groups.values())
-    per_shard = -(-len(members[0]) // n_shards)  # later groups: shards of about the first's size
-    shards = [m[i::k] for j, m in enumerate(members)
-              for k in [n_shards if j == 0 else min(n_shards, -(-len(m) // per_shard))] for i in range(k)]
+    base = groups.pop(None)
+    shards = [base[i::n_shards] for i in range(n_shards)]
+    per_shard = -(-len(base) // n_shards)
+    for members in groups.values():  # shards of about the same size as the first six tasks'
+        k = min(n_shards, -(-len(members) // per_shard))
+        shards += [members[i::k] for i in range(k)]
     workers = workers or min(2, os.cpu_count() or 1)
     say(f"synthesising {len(jobs)} utterances of {len(speakers)} speakers with eSpeak NG ({workers} processes)")
     results, version = {}, None
