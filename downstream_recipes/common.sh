@@ -12,7 +12,9 @@
 #   BATCH_KEYS   array of config keys --batch-size sets
 #   WORKER_KEYS  array of config keys --workers sets
 #   RUNNER_FLAGS array of extra flags for recipe_tool.py runner (none needed today)
-#   DATA_LAYOUT  one line describing the data folder, for -h
+#   DATA_LAYOUT  one line describing the data folder, for -h and the missing-file error
+# Optional: EXTRA_METRICS (array: more metrics of the same log, results.json "metrics"),
+# METRIC_LINE (what the runner prints before ": VALUE"; default "{split} {metric}").
 # Optional: task_option NAME VALUE (returns 0 when it took the option; may add to the array
 # TASK_OVERRIDES), task_usage (more -h lines), task_extra_results (KEY=VALUE lines for results.json),
 # task_result EXP DATA RUNNER_CKPT SCORES_JSON (writes {"value", "metrics"} from the runner's
@@ -97,7 +99,7 @@ recipe_main() {
   [[ -d "$data" ]] || recipe_die "$data: no such data folder"
   local need
   for need in "${DATA_CHECK[@]}"; do
-    [[ -e "$data/$need" ]] || recipe_die "$data: missing $need (${TASK^^} data layout: downstream_recipes/README.md)"
+    [[ -e "$data/$need" ]] || recipe_die "$data: missing $need (${TASK^^} data layout: $DATA_LAYOUT; see downstream_recipes/README.md)"
   done
   if declare -F task_check >/dev/null; then task_check "$data" || exit 1; fi
   if [[ "$mode" == finetune ]]; then
@@ -187,6 +189,8 @@ EOF
     task_result "$exp" "$data" "$picked" "$exp/${TASK}_scores.json" || exit 1
     res_extra+=(--scores "$exp/${TASK}_scores.json")
   fi
+  for item in ${EXTRA_METRICS[@]+"${EXTRA_METRICS[@]}"}; do res_extra+=(--also-metric "$item"); done
+  [[ -z "${METRIC_LINE:-}" ]] || res_extra+=(--line "$METRIC_LINE")
   "${tool[@]}" result --log "$exp/evaluate.log" --task "$TASK" --metric "$METRIC" --split "$TEST_SPLIT" \
     --upstream "$upstream" --runner-ckpt "$picked" --output "$exp/results.json" \
     --higher-is-better "$HIGHER_IS_BETTER" ${ckpt:+--encoder-ckpt "$ckpt"} "${res_extra[@]}" >/dev/null \

@@ -5,11 +5,12 @@
     recipe_tool.py result ...           parse the test metric from a runner log, write results.json
     recipe_tool.py runner [--cache-dir DIR] -- ARGS
                                         s3prl's unmodified runner (torchrun-aware), with the
-                                        voxceleb1 file-list cache moved out of s3prl's installed
-                                        package into the experiment. The startup hook keys that
-                                        cache by data set (s3prl keys it by split only) and
-                                        supplies the ctc corpus (PR) and catalyst (KS), so the
-                                        plain runner has all three fixes too.
+                                        voxceleb1 (SID) file-list and sv_voxceleb1 (ASV) wav-length
+                                        caches moved out of s3prl's installed package into the
+                                        experiment. The startup hook keys those caches by data set
+                                        (s3prl keys them by split / a constant) and supplies the ctc
+                                        corpora (PR, SF) and catalyst (KS), so the plain runner has
+                                        these fixes too.
 """
 
 import argparse
@@ -91,24 +92,31 @@ def pick(args):
     print(states[-1])
 
 
+def _metric(text, log, line, split, metric):
+    """The last value the runner printed as '<line>: VALUE' (line: '{split} {metric}' by default)."""
+    prefix = line.format(split=split, metric=metric)
+    found = re.findall(rf"^{re.escape(prefix)}: ([-+0-9.eE]+|nan|inf)\s*$", text, re.M)
+    if not found:
+        fail(f"{log}: no '{prefix}: VALUE' line from the runner")
+    return float(found[-1])
+
+
 def result(args):
-    scored = {}
+    scored, others = {}, {}
     if args.scores:  # the task scored the runner's output itself: {"value", "metrics"}
         scored = json.loads(Path(args.scores).read_text())
-        found = [scored["value"]]
+        value = scored["value"]
     else:
         text = Path(args.log).read_text(errors="replace")
-        pattern = re.compile(rf"^{re.escape(args.split)} {re.escape(args.metric)}: ([-+0-9.eE]+|nan|inf)\s*$", re.M)
-        found = pattern.findall(text)
-        if not found:
-            fail(f"{args.log}: no '{args.split} {args.metric}: VALUE' line from the runner")
+        value = _metric(text, args.log, args.line, args.split, args.metric)
+        others = {m: _metric(text, args.log, args.line, args.split, m) for m in args.also_metric}
     from speechft_upstream.checkpoints import files
 
     states = files.load(args.runner_ckpt, allowed=files.RUNNER_ALLOWED)
     results = {
         "task": args.task,
         "metric": args.metric,
-        "value": float(found[-1]),
+        "value": value,
         "split": args.split,
         "encoder_ckpt": os.path.abspath(args.encoder_ckpt) if args.encoder_ckpt else None,
         "upstream": args.upstream,
@@ -119,9 +127,11 @@ def result(args):
     }
     if scored.get("metrics"):
         results["metrics"] = scored["metrics"]
+    if others:  # a task with several metrics (SF): all of them, the first is "value"
+        results["metrics"] = {args.metric: value, **others}
     for item in args.extra:
-        key, value = item.split("=", 1)
-        results[key] = value
+        key, extra = item.split("=", 1)
+        results[key] = extra
     out = Path(args.output)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
@@ -322,6 +332,9 @@ def runner(args):
         import s3prl.downstream.voxceleb1.dataset as voxceleb1
 
         voxceleb1.CACHE_PATH = os.path.join(args.cache_dir, "voxceleb1", "")
+        from speechft_upstream.compat import sv_voxceleb1
+
+        sv_voxceleb1.CACHE_DIR = os.path.join(args.cache_dir, "sv_voxceleb1")
     if os.environ.get("LOCAL_RANK") is not None:
         from speechft_upstream.upstream import launch
 
@@ -360,6 +373,10 @@ def main(argv=None):
     p.add_argument("--higher-is-better", type=lambda s: s == "true", default=True)
     p.add_argument("--scores", help="JSON {value, metrics} written by the task's own scoring (SD)")
     p.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--also-metric", action="append", default=[], metavar="NAME",
+                   help="another metric of the same log, kept under 'metrics' with the main one")
+    p.add_argument("--line", default="{split} {metric}",
+                   help="what the runner prints before ': VALUE' (default '{split} {metric}')")
     p.set_defaults(func=result)
     p = sub.add_parser("sd-check")
     p.add_argument("data")

@@ -26,6 +26,9 @@ WATCHED = (
     "s3prl.downstream.voxceleb1.dataset",  # its file-list cache is keyed by split only (SID)
     "s3prl.downstream.diarization.expert",  # padded test posteriors past the recording's end (SD)
     "s3prl.downstream.quesst14_dtw.expert",  # os.cpu_count() DTW processes (QbE)
+    "s3prl.downstream.sv_voxceleb1",  # before its dataset imports the absent `sox` (ASV)
+    "s3prl.downstream.sv_voxceleb1.dataset",  # 12 joblib workers; length cache in site-packages (ASV)
+    "s3prl.downstream.sv_voxceleb1.expert",  # .cuda() on the attention mask; dev scored on test trials
 )
 
 

@@ -7,6 +7,7 @@ everything it needs must come from the patched source itself.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,9 +88,7 @@ def report(proc):
 
 
 def test_patches_exist():
-    numbers = [p.name[:4] for p in PATCHES]
-    assert numbers[:5] == ["0001", "0002", "0003", "0004", "0005"]
-    assert {"0007", "0008"} <= set(numbers)  # SD, QbE
+    assert [p.name[:4] for p in PATCHES] == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"]
 
 
 def test_check_apply_idempotent_reverse(tree, pristine):
@@ -296,3 +295,29 @@ def test_patched_sd_qbe_experts(patched):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not out["hooked"]  # the patched source alone
     assert out["frames"] == 14 and out["qbe_workers"] == out["affinity"] == 1
+
+
+def test_patched_sv_voxceleb1_on_cpu(patched, tmp_path, tiny_hubert):
+    """0006, hook off: ASV (sv_voxceleb1) trains and scores on CPU; its length cache is keyed."""
+    from speechft_upstream.data import corpus
+
+    data = corpus.generate(tmp_path / "corpus", seed=3, size="tiny", workers=2) and tmp_path / "corpus" / "asv"
+    env = dict(patched_env(patched), S3PRL_SV_CACHE_DIR=str(tmp_path / "svcache"), OMP_NUM_THREADS="1")
+    trials = data / "veri_test2.txt"
+    small = ",,".join([
+        f"config.downstream_expert.datarc.file_path='{data}'",
+        *(f"config.downstream_expert.datarc.{k}_meta_data='{trials}'" for k in ("train", "dev", "test")),
+        "config.runner.total_steps=2", "config.runner.save_step=2", "config.runner.log_step=2",
+        "config.downstream_expert.datarc.train_batch_size=2", "config.downstream_expert.datarc.num_workers=0",
+        "config.downstream_expert.modelrc.input_dim=32", "config.downstream_expert.modelrc.module_config.XVector.agg_dim=64"])
+    exp = tmp_path / "exp"
+    proc = py(["-m", "s3prl.run_downstream", "-m", "train", "-u", "hubert_local", "-k", tiny_hubert,
+               "-d", "sv_voxceleb1", "-c", REPO / "downstream_recipes" / "configs" / "asv.yaml", "--device", "cpu",
+               "-p", exp, "-o", small], env)
+    assert_ok(proc)
+    caches = list((tmp_path / "svcache").glob("Voxceleb1_*_length.pt"))
+    assert len(caches) == 1 and not list(patched.rglob(".wav_lengths"))
+    proc = py(["-m", "s3prl.run_downstream", "-m", "evaluate", "-e", exp / "states-2.ckpt", "--device", "cpu"], env)
+    assert_ok(proc)
+    eer = [float(x) for x in re.findall(r"sv-voxceleb1/test-EER: ([0-9.eE+-]+)", proc.stdout)]
+    assert len(eer) == 1 and 0.0 <= eer[0] <= 1.0

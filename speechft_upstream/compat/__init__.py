@@ -148,6 +148,15 @@ def _quesst14_expert(expert):
     sd_qbe.install_quesst14(expert)
 
 
+def _sv_voxceleb1(name):
+    def fix(module):
+        from speechft_upstream.compat import sv_voxceleb1
+
+        getattr(sv_voxceleb1, f"install_{name}")(module)
+
+    return fix
+
+
 _FIXES = {
     "torchaudio._extension.utils": _fix_torchaudio_loader,
     "torchaudio": _fix_torchaudio,
@@ -161,6 +170,9 @@ _FIXES = {
     "s3prl.downstream.voxceleb1.dataset": _voxceleb1_cache,
     "s3prl.downstream.diarization.expert": _diarization_expert,
     "s3prl.downstream.quesst14_dtw.expert": _quesst14_expert,
+    "s3prl.downstream.sv_voxceleb1": _sv_voxceleb1("package"),
+    "s3prl.downstream.sv_voxceleb1.dataset": _sv_voxceleb1("dataset"),
+    "s3prl.downstream.sv_voxceleb1.expert": _sv_voxceleb1("expert"),
 }
 
 

@@ -3,8 +3,9 @@
 ``s3prl/downstream/ctc/data.py`` imports its datasets lazily with
 ``from .corpus.libriphone import LibriPhoneDataset`` (phoneme recognition, SUPERB PR); the
 ``corpus`` package is absent from the PyPI sdist, so ``-d ctc`` dies when the first dataloader
-is built. ``install()`` registers ``s3prl.downstream.ctc.corpus`` and its ``libriphone`` module
-(this file), only where s3prl has no corpus package of its own.
+is built. ``install()`` registers ``s3prl.downstream.ctc.corpus`` with its ``libriphone`` module
+(this file) and ``snips`` (``snips_corpus.py``, SF), only where s3prl has no corpus package of
+its own.
 
 It also stops ``ctc/data.py``'s ``load_dataset`` from popping ``num_workers`` out of the
 experiment config on the first call (every later split then ran with 12 workers).
@@ -115,11 +116,14 @@ def _register_corpus():
     package.__path__ = []  # a package, so `from .corpus.libriphone import ...` resolves
     package.__package__ = PACKAGE
     this = sys.modules[__name__]
-    package.libriphone = this
+    from speechft_upstream.compat import snips_corpus  # SF: corpus.name snips
+
+    package.libriphone, package.snips = this, snips_corpus
     sys.modules[PACKAGE] = package
     sys.modules[PACKAGE + ".libriphone"] = this
+    sys.modules[PACKAGE + ".snips"] = snips_corpus
     sys.modules["s3prl.downstream.ctc"].corpus = package
-    log.debug("registered %s (libriphone) from speechft", PACKAGE)
+    log.debug("registered %s (libriphone, snips) from speechft", PACKAGE)
 
 
 def _keep_num_workers(expert_module):

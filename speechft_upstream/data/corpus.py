@@ -32,6 +32,10 @@ Layout under OUT (each the on-disk format of the matching s3prl 0.4.18 downstrea
   segments, utt2spk, spk2utt, reco2dur, rttm; ``-d diarization``), see layout_sd.py.
 - ``qbe/``: spoken queries and a search collection in the QUESST 2014 layout with its ground
   truth (``-d quesst14_dtw``: dataset_root = qbe), see layout_qbe.py.
+- ``sf/``: spoken commands with slots, Audio SNIPS-style ``{train,valid,test}/<spk>-snips-<split>-<n>.wav``,
+  ``all.iob.snips.txt``, ``all-trans.txt`` and ``slots.txt`` (``-d ctc``, corpus ``snips``; layout_sf.py).
+- ``asv/``: VoxCeleb1-style ``dev/wav/`` (the SID speakers' audio), ``test/wav/`` (dev and test
+  speakers' ASR audio) and the trial list ``veri_test2.txt`` (``-d sv_voxceleb1``; layout_asv.py).
 - ``corpus.json``: every utterance with text, phonemes, speaker, task, split, label and path;
   the speakers' parameters; seed and eSpeak NG version.
 
@@ -46,7 +50,7 @@ import time
 from pathlib import Path
 
 from speechft_upstream.errors import SpeechFTError
-from speechft_upstream.data import layout_qbe, layout_sd
+from speechft_upstream.data import layout_asv, layout_qbe, layout_sd, layout_sf
 from speechft_upstream.data.layouts import _paths, _write_tables
 from speechft_upstream.data.plan import FORMAT_VERSION, SAMPLE_RATE, SIZES, plan
 from speechft_upstream.data.render import shard_worker
@@ -73,15 +77,26 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
     started = time.time()
     layout = plan(seed, size)
     _paths(layout)
+    layout_sf.paths(layout)
     jobs, speakers = layout["jobs"], layout["speakers"]
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     n_shards = SIZES[size]["shards"]
-    shards = [jobs[i::n_shards] for i in range(n_shards)]
-    # SD and QbE utterances go in shards of their own, after the others, so that adding them
-    # leaves every other task's audio byte for byte as it was (eSpeak NG state runs per shard)
+    # a later task's jobs (shard_group) get shards of their own, so the first six tasks' shards,
+    # and with them their audio, are the same as before that task existed
+    groups = {}
+    for job in jobs:
+        groups.setdefault(job.get("shard_group"), []).append(job)
+    base = groups.pop(None)
+    shards = [base[i::n_shards] for i in range(n_shards)]
+    per_shard = -(-len(base) // n_shards)
+    for members in groups.values():  # shards of about the same size as the first six tasks'
+        k = min(n_shards, -(-len(members) // per_shard))
+        shards += [members[i::k] for i in range(k)]
+    # SD and QbE utterances are planned apart from the others and go in shards of their own,
+    # after them, for the same reason
     sd_jobs = layout_sd.plan_jobs(seed, size, layout["roles"])
     qbe_jobs = layout_qbe.plan_jobs(seed, size, layout["roles"])
     extra, n_extra = sd_jobs + qbe_jobs, max(2, n_shards // 4)
@@ -99,6 +114,8 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
     for job in jobs + extra:
         job.update(results[job["id"]])
     _write_tables(tmp, layout)
+    layout_sf.write(tmp, layout)
+    layout_asv.write(tmp, layout)
     layout_sd.write(tmp, out, seed, sd_jobs)
     layout_qbe.write(tmp, qbe_jobs)
     manifest = {"format": FORMAT_VERSION, "seed": seed, "size": size, "espeak_ng": version,

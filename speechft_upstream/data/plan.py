@@ -164,6 +164,9 @@ def plan(seed=0, size="default"):
             for style in PROSODY:
                 add("er", s, split, text, label=style)
     _cover_ic_slots(jobs)
+    from speechft_upstream.data import layout_sf
+
+    layout_sf.add_jobs(add, seed, size, split_of)  # after the others: their ids and noise seeds stay
     for index, job in enumerate(jobs):
         job["noise_seed"] = int(rng_for(seed, "noise", index).integers(2 ** 31))
     ks_names = {s: _ks_speaker_name(seed, s, split_of[s] == "dev") for s in range(n_speakers)}
