@@ -82,7 +82,7 @@ def test_qbe_layout(tiny):
 def test_existing_tasks_unchanged_by_sd_qbe():
     """SD/QbE jobs come after the others and in shards of their own: the other plans are untouched."""
     layout = corpus.plan(seed=3, size="tiny")
-    assert {j["task"] for j in layout["jobs"]} == {"asr", "sid", "ks", "ic", "er"}
+    assert {j["task"] for j in layout["jobs"]} == {"asr", "sid", "ks", "ic", "er", "sf"}
     sd = layout_sd.plan_jobs(3, "tiny", layout["roles"])
     qbe = layout_qbe.plan_jobs(3, "tiny", layout["roles"])
     assert {j["id"] for j in sd + qbe}.isdisjoint(j["id"] for j in layout["jobs"])
