@@ -134,6 +134,8 @@ def test_regmean_end_to_end(tmp_path, tiny_hubert, thetas, audio):
     for name in ("encoder.layers.1.fc1.bias", "encoder.layers.0.self_attn_layer_norm.weight"):
         assert torch.allclose(got[name], b[name] + ((fts[0][name] - b[name]) + (fts[1][name] - b[name])) / 2)
     assert torch.equal(got[HEAD], b[HEAD])
+    described = speechft("info", out).stdout
+    assert "method: regmean" in described and "offdiag_scale: 0.9" in described and f"audio: {audio}" in described
     # every linear layer was solved, out_proj and fc2 (inputs recomputed inside attention / the FFN) too
     for name in ("encoder.layers.0.self_attn.out_proj.weight", "encoder.layers.1.fc2.weight", "post_extract_proj.weight"):
         assert not torch.allclose(got[name], (fts[0][name] + fts[1][name]) / 2, atol=1e-5), name

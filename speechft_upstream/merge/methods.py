@@ -159,7 +159,12 @@ def seed_for(seed, name, index):
 
 
 def drop_and_rescale(tau, density, generator):
-    """DARE: keep each entry with probability ``density``, scale the kept ones by 1/density."""
+    """DARE: keep each entry with probability ``density``, scale the kept ones by 1/density.
+
+    The rescale is the DARE paper's and peft's (each entry keeps its expectation); mergekit's
+    ``rescale`` instead scales the kept tensor back to the original τ's L1 norm, which differs
+    per tensor by the luck of the draw. DELLA (methods_sparse) follows the same rule with
+    per-entry probabilities."""
     keep = torch.rand(tau.shape, generator=generator, dtype=torch.float32) < density
     return torch.where(keep, tau / density, torch.zeros_like(tau))
 
