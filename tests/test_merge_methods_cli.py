@@ -78,6 +78,16 @@ def test_method_through_cli(method, tmp_path, tiny_hubert, thetas):
     assert torch.equal(got[HEAD], b[HEAD])  # pre-training head kept from θ0
 
 
+def test_regmean_refuses_wavlm(tmp_path, tiny_dir, audio):
+    wavlm = tiny_dir / "wavlm.pt"
+    proc = speechft("merge", "--base", wavlm, "--finetuned", wavlm, wavlm, "--method", "regmean", "--audio", audio,
+                    "--alpha", "1", "-o", tmp_path / "m.pt")
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"speechft: error: {wavlm}: regmean supports hubert, wav2vec2 checkpoints, not wavlm (its attention's "
+        "inputs to out_proj cannot be recomputed here)"]
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_refusals(tmp_path, tiny_hubert, thetas, audio):
     two = ["--finetuned", *map(str, thetas)]
     cases = {
