@@ -66,6 +66,8 @@ def audio_files(folder, max_seconds=None):
 
 
 class _Stats:
+    """The running sums of the module docstring, keyed by layer input (Grams) and weight (cross)."""
+
     def __init__(self, scale):
         self.scale = scale
         self.grams, self.cross, self.diag, self.uses, self.keys = {}, {}, {}, {}, {}
