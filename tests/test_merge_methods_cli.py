@@ -157,3 +157,11 @@ def test_regmean_end_to_end(tmp_path, tiny_hubert, thetas, audio):
     merged = load_weights(one)
     for name in (q, "encoder.layers.0.self_attn.out_proj.weight", "encoder.layers.1.fc2.weight"):
         assert torch.allclose(merged[name], b[name] + 0.4 * (fts[0][name] - b[name]), atol=1e-5), name
+
+
+def test_cli_offers_every_registered_method():
+    from speechft_upstream import cli
+
+    merge = cli.build_parser()._subparsers._group_actions[0].choices["merge"]
+    action = next(a for a in merge._actions if a.dest == "method")
+    assert tuple(action.choices) == methods.METHODS
