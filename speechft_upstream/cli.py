@@ -62,7 +62,8 @@ def _merge(args):
     options = {"base": args.base, "finetuned": args.finetuned, "alpha": args.alpha, "output": args.output,
                "method": args.method, "weights": args.weights, "density": args.density, "seed": args.seed,
                "layer_alpha": args.layer_alpha, "extrapolate": args.extrapolate, "force": args.force,
-               "register": args.register}
+               "register": args.register, "gamma": args.gamma, "epsilon": args.epsilon, "audio": args.audio,
+               "offdiag_scale": args.offdiag_scale, "max_seconds": args.max_seconds}
     print(run.describe(*run.run(options, args.config)))
 
 
@@ -116,11 +117,19 @@ def build_parser():
                    help="fine-tuned checkpoints: converted format or s3prl runner dev-best.ckpt / states-*.ckpt")
     p.add_argument("--alpha", metavar="A[,A...]", help="interpolation weight(s); several give one file each")
     p.add_argument("-o", "--output", metavar="OUT.pt", help="output ({alpha} in the name is replaced)")
-    p.add_argument("--method", choices=("linear", "task_arithmetic", "ties", "dare"),
-                   help="linear (Speech-FT, default), task_arithmetic, ties, dare")
+    p.add_argument("--method", choices=("linear", "task_arithmetic", "ties", "dare", "slerp", "model_stock",
+                                        "breadcrumbs", "della", "tsv", "iso", "regmean"),
+                   help="linear (Speech-FT, default), task_arithmetic, ties, dare, slerp (one θ′, t = α), "
+                        "model_stock (≥ 2 θ′), breadcrumbs, della, tsv (TSV-M), iso (ISO-C), regmean (--audio)")
     p.add_argument("--weights", metavar="W[,W...]", help="one weight per fine-tuned checkpoint")
-    p.add_argument("--density", type=float, help="fraction kept: ties (default 0.2), dare (default 0.1)")
-    p.add_argument("--seed", type=int, help="dare's random seed (default 0)")
+    p.add_argument("--density", type=float, help="fraction kept: ties (default 0.2), dare (0.1), "
+                                                 "breadcrumbs (0.1), della (mean keep probability, 0.5)")
+    p.add_argument("--seed", type=int, help="random seed of dare's and della's masks (default 0)")
+    p.add_argument("--gamma", type=float, help="breadcrumbs: fraction of largest |τ| dropped (default 0.01)")
+    p.add_argument("--epsilon", type=float, help="della: keep probabilities span density ± ε (default 0.1)")
+    p.add_argument("--audio", metavar="DIR", help="regmean: unlabelled audio (wav/flac, any depth) for the Grams")
+    p.add_argument("--offdiag-scale", type=float, help="regmean: off-diagonal Gram scaling (default 0.9)")
+    p.add_argument("--max-seconds", type=float, help="regmean: use at most this much of the audio")
     p.add_argument("--layer-alpha", metavar="A,A,...|START:END",
                    help="α per transformer layer (list) or linear over depth; --alpha covers the rest")
     p.add_argument("--extrapolate", action="store_true", help="allow α outside [0, 1]")

@@ -64,7 +64,10 @@ def _describe_provenance(record):
              f"  method: {record.get('method')}  α: {alpha}"]
     if record.get("layer_alpha"):
         lines.append("  per-layer α: " + ", ".join(f"{a:g}" for a in record["layer_alpha"]))
-    extras = [f"{k}: {record[k]}" for k in ("weights", "density", "seed") if record.get(k) is not None]
+    extras = [f"{k}: {record[k]}" for k in ("weights", "density", "seed", "gamma", "epsilon", "offdiag_scale")
+              if record.get(k) is not None]
+    if isinstance(record.get("audio"), dict):
+        extras.append(f"audio: {record['audio'].get('path')}")
     if extras:
         lines.append("  " + "  ".join(extras))
     base = record.get("base") or {}

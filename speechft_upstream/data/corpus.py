@@ -137,7 +137,9 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
 def add_parser(sub):
     p = sub.add_parser("corpus", help="synthesise the offline mini-SUPERB corpus with eSpeak NG",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, metavar="DIR")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", metavar="DIR", help="the speech corpus (eSpeak NG)")
+    where.add_argument("--music", metavar="DIR", help="instead, the synthetic music corpus (data/music.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="fewer utterances per speaker (for ./run.sh --quick)")
     p.add_argument("--workers", type=int, help="synthesis processes (default: min(2, CPUs)); output is the same")
@@ -147,6 +149,15 @@ def add_parser(sub):
 
 def _cli(args):
     import sys
+
+    if args.music:
+        from speechft_upstream.data import music
+
+        manifest = music.generate(args.music, seed=args.seed, size="quick" if args.quick else "default",
+                                  force=args.force, progress=lambda m: print(f"[corpus] {m}", file=sys.stderr, flush=True))
+        print(f"{args.music}: {len(manifest['clips'])} music clips, {manifest['minutes']:.1f} min of audio; "
+              + ", ".join(f"{t} ({len(labels)} classes)" for t, labels in manifest["tasks"].items()))
+        return
 
     manifest = generate(args.out, seed=args.seed, quick=args.quick, workers=args.workers, force=args.force,
                         progress=lambda m: print(f"[corpus] {m}", file=sys.stderr, flush=True))

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechft_upstream.errors import SpeechFTError
-from speechft_upstream.merge.methods import DEFAULT_DENSITY, METHODS
+from speechft_upstream.merge.methods import DEFAULT_DENSITY, DEFAULT_EPSILON, DEFAULT_GAMMA, METHODS, WEIGHTED
 
 OURS = ("base", "finetuned", "alpha", "method", "output", "weights", "density", "seed",
-        "layer_alpha", "extrapolate", "force", "register", "family")
+        "layer_alpha", "extrapolate", "force", "register", "family", "gamma", "epsilon", "audio",
+        "offdiag_scale", "max_seconds")
 # The authors' keys and the speechft key each one feeds.
 AUTHORS = {"merge_method": "method", "base_model_ckpt_path": "base", "finetune_model_paths": "finetuned",
            "base_model_name": "family", "output_dir": "output_dir", "alpha": "alpha",
@@ -45,6 +46,11 @@ class MergeSpec:
     force: bool = False
     register: str = None
     family: str = None
+    gamma: float = None  # breadcrumbs: fraction of largest |τ| dropped
+    epsilon: float = None  # della: keep probabilities span density ± ε
+    audio: str = None  # regmean: folder of unlabelled audio for the Grams
+    offdiag_scale: float = None  # regmean: off-diagonal Gram scaling
+    max_seconds: float = None  # regmean: audio used at most
     source: dict = field(default_factory=dict)  # the config file's path, for provenance
 
 
@@ -127,6 +133,42 @@ def _output_paths(origin, output, output_dir, alphas):
     return [path.with_name(f"{path.stem}_alpha{a:g}{path.suffix}") for a in alphas]
 
 
+def _fraction(origin, values, key, method, owner, default, upper_open=False):
+    """A method option in [0, 1) (or [0, 1]): refused for other methods, defaulted for its own."""
+    value = values.get(key)
+    if value is None:
+        return default if method == owner else None
+    if method != owner:
+        _fail(origin, f"{key} applies to {owner}, not {method}")
+    number = _floats(origin, key, value, allow_list=False)[0]
+    if not (0.0 <= number < 1.0 if upper_open else 0.0 <= number <= 1.0):
+        _fail(origin, f"{key} = {number:g} is outside [0, 1{')' if upper_open else ']'}")
+    return number
+
+
+def _regmean_options(origin, values, method):
+    """(audio folder, off-diagonal scale, max seconds) for regmean; None for other methods."""
+    from speechft_upstream.merge.methods_regmean import DEFAULT_SCALE
+
+    given = [k for k in ("audio", "offdiag_scale", "max_seconds") if values.get(k) is not None]
+    if method != "regmean":
+        if given:
+            _fail(origin, f"{given[0]} applies to regmean, not {method}")
+        return None, None, None
+    audio = values.get("audio")
+    if audio is None:
+        _fail(origin, "regmean needs unlabelled audio for its Gram matrices: give --audio DIR")
+    if not Path(audio).is_dir():
+        _fail(audio, "audio folder not found")
+    scale = _fraction(origin, values, "offdiag_scale", method, "regmean", DEFAULT_SCALE)
+    max_seconds = values.get("max_seconds")
+    if max_seconds is not None:
+        max_seconds = _floats(origin, "max_seconds", max_seconds, allow_list=False)[0]
+        if max_seconds <= 0:
+            _fail(origin, f"max_seconds = {max_seconds:g} must be positive")
+    return str(audio), scale, max_seconds
+
+
 def build(options, config=None):
     """A validated MergeSpec from command-line ``options`` (None = not given) and a config file."""
     values = read_yaml(config) if config else {}
@@ -156,22 +198,33 @@ def build(options, config=None):
         if not 0.0 <= a <= 1.0 and not extrapolate:
             _fail(origin, f"α = {a:g} is outside [0, 1]; pass --extrapolate to allow it")
 
+    if method == "slerp" and len(finetuned) != 1:
+        _fail(origin, f"slerp interpolates θ0 and one θ′; {len(finetuned)} fine-tuned checkpoints given")
+    if method == "model_stock" and len(finetuned) < 2:
+        _fail(origin, "model_stock needs at least two fine-tuned checkpoints (it uses the angle between them)")
     weights = values.get("weights")
     if weights is not None:
+        if method not in WEIGHTED:
+            _fail(origin, f"weights apply to {', '.join(WEIGHTED)}, not {method}")
         weights = _floats(origin, "weights", weights)
         if len(weights) != len(finetuned):
             _fail(origin, f"{len(weights)} weights for {len(finetuned)} fine-tuned checkpoints")
-        if method in ("linear", "dare") and sum(weights) == 0:
+        if method in ("linear", "dare", "breadcrumbs") and sum(weights) == 0:
             _fail(origin, f"weights sum to 0, which {method} divides by")
     density = values.get("density")
     if density is not None:
         if method not in DEFAULT_DENSITY:
-            _fail(origin, f"density applies to ties and dare, not {method}")
+            _fail(origin, f"density applies to {', '.join(DEFAULT_DENSITY)}, not {method}")
         density = _floats(origin, "density", density, allow_list=False)[0]
         if not 0.0 < density <= 1.0:
             _fail(origin, f"density = {density:g} is outside (0, 1]")
     elif method in DEFAULT_DENSITY:
         density = DEFAULT_DENSITY[method]
+    gamma = _fraction(origin, values, "gamma", method, "breadcrumbs", DEFAULT_GAMMA, upper_open=True)
+    epsilon = _fraction(origin, values, "epsilon", method, "della", DEFAULT_EPSILON, upper_open=True)
+    if method == "della" and not (0 < density - epsilon and density + epsilon <= 1):
+        _fail(origin, f"della: density ± epsilon ({density:g} ± {epsilon:g}) must lie in (0, 1]")
+    audio, offdiag_scale, max_seconds = _regmean_options(origin, values, method)
     seed = values.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) and not str(seed).lstrip("-").isdigit():
         _fail(origin, f"seed: {seed!r} is not an integer")
@@ -204,7 +257,8 @@ def build(options, config=None):
     return MergeSpec(base=str(base), finetuned=finetuned, alphas=alphas, outputs=outputs, method=method,
                      weights=weights, density=density, seed=int(seed), layer_alpha=layer_alpha,
                      extrapolate=extrapolate, force=force, register=register, family=family,
-                     source={"config": str(Path(config).resolve())} if config else {})
+                     gamma=gamma, epsilon=epsilon, audio=audio, offdiag_scale=offdiag_scale,
+                     max_seconds=max_seconds, source={"config": str(Path(config).resolve())} if config else {})
 
 
 def resolve_layer_alphas(spec, n_layers, origin):

@@ -1,7 +1,9 @@
 """Merge methods: pure functions on tensors, no file access.
 
 Every method turns the task vectors τ_i = θ′_i − θ0 of one tensor into a single τ; the merged
-tensor is θ0 + α·τ. Arithmetic runs in float32 (float64 inputs stay float64) so half-precision
+tensor is θ0 + α·τ (SLERP alone interpolates θ0 and θ′ directly, with t = α). The methods past
+TIES/DARE live in sibling modules (methods_geometry, methods_sparse, methods_svd,
+methods_regmean); ``METHODS`` here is the registry of all of them. Arithmetic runs in float32 (float64 inputs stay float64) so half-precision
 checkpoints do not lose the small differences that fine-tuning makes; the result takes θ0's dtype.
 """
 
@@ -11,9 +13,16 @@ import re
 
 import torch
 
-METHODS = ("linear", "task_arithmetic", "ties", "dare")
-# TIES keeps the largest 20 % of each τ, DARE keeps a random 10 % (the defaults of their papers).
-DEFAULT_DENSITY = {"ties": 0.2, "dare": 0.1}
+METHODS = ("linear", "task_arithmetic", "ties", "dare", "slerp", "model_stock", "breadcrumbs", "della",
+           "tsv", "iso", "regmean")
+# TIES keeps the largest 20 % of each τ, DARE keeps a random 10 % (the defaults of their papers);
+# Breadcrumbs keeps 10 % after dropping the top 1 % (γ); DELLA keeps 50 % ± ε = 0.1 on average.
+DEFAULT_DENSITY = {"ties": 0.2, "dare": 0.1, "breadcrumbs": 0.1, "della": 0.5}
+DEFAULT_GAMMA, DEFAULT_EPSILON = 0.01, 0.1
+# Methods whose τ is a weighted mean or election, so --weights applies to them.
+WEIGHTED = ("linear", "task_arithmetic", "ties", "dare", "breadcrumbs", "della")
+# Methods that use a seed (random masks).
+SEEDED = ("dare", "della")
 
 
 def _compute_dtype(base):
@@ -125,7 +134,13 @@ def ties(base, finetuned, density=0.2, weights=None):
     weights w_i, only the entries that are non-zero and carry the elected sign.
     """
     taus = torch.stack([trim(t, density) for t in _task_vectors(base, finetuned)])
-    w = [1.0] * len(finetuned) if weights is None else _check_weights(weights, len(finetuned))
+    return disjoint_mean(taus, weights)
+
+
+def disjoint_mean(taus, weights=None):
+    """TIES' election and disjoint mean over stacked task vectors ``taus`` (models first)."""
+    n = taus.shape[0]
+    w = [1.0] * n if weights is None else _check_weights(weights, n)
     w = torch.tensor(w, dtype=taus.dtype).view(-1, *([1] * (taus.dim() - 1)))
     weighted = taus * w
     elected = torch.sign(weighted.sum(0))
@@ -144,7 +159,12 @@ def seed_for(seed, name, index):
 
 
 def drop_and_rescale(tau, density, generator):
-    """DARE: keep each entry with probability ``density``, scale the kept ones by 1/density."""
+    """DARE: keep each entry with probability ``density``, scale the kept ones by 1/density.
+
+    The rescale is the DARE paper's and peft's (each entry keeps its expectation); mergekit's
+    ``rescale`` instead scales the kept tensor back to the original τ's L1 norm, which differs
+    per tensor by the luck of the draw. DELLA (methods_sparse) follows the same rule with
+    per-entry probabilities."""
     keep = torch.rand(tau.shape, generator=generator, dtype=torch.float32) < density
     return torch.where(keep, tau / density, torch.zeros_like(tau))
 
@@ -169,8 +189,10 @@ def interpolate(base, tau, alpha, out=None):
     return out.to(base.dtype)
 
 
-def task_vector(method, base, finetuned, name="", weights=None, density=None, seed=0, ws=None):
-    """The merged task vector τ of one tensor (θ̂ = θ0 + α·τ); ``name`` seeds DARE's masks.
+def task_vector(method, base, finetuned, name="", weights=None, density=None, seed=0, ws=None,
+                gamma=None, epsilon=None, stats=None):
+    """The merged task vector τ of one tensor (θ̂ = θ0 + α·τ); ``name`` seeds DARE's and DELLA's
+    masks; ``stats`` maps tensor names to RegMean's Gram sums (see methods_regmean).
 
     With a Workspace ``ws``, linear and task_arithmetic return a view of its buffers: valid only
     until the next call with the same workspace.
@@ -179,20 +201,45 @@ def task_vector(method, base, finetuned, name="", weights=None, density=None, se
         return linear(base, finetuned, weights, ws)
     if method == "task_arithmetic":
         return task_arithmetic(base, finetuned, weights, ws)
+    density = DEFAULT_DENSITY.get(method) if density is None else density
+    seeds = [seed_for(seed, name, i) for i in range(len(finetuned))]
     if method == "ties":
-        return ties(base, finetuned, DEFAULT_DENSITY["ties"] if density is None else density, weights)
+        return ties(base, finetuned, density, weights)
     if method == "dare":
-        seeds = [seed_for(seed, name, i) for i in range(len(finetuned))]
-        return dare(base, finetuned, DEFAULT_DENSITY["dare"] if density is None else density, seeds, weights)
+        return dare(base, finetuned, density, seeds, weights)
+    from speechft_upstream.merge import methods_geometry, methods_regmean, methods_sparse, methods_svd
+
+    if method == "model_stock":
+        return methods_geometry.model_stock(base, finetuned)
+    if method == "breadcrumbs":
+        return methods_sparse.breadcrumbs(base, finetuned, density, DEFAULT_GAMMA if gamma is None else gamma,
+                                          weights)
+    if method == "della":
+        return methods_sparse.della(base, finetuned, density, DEFAULT_EPSILON if epsilon is None else epsilon,
+                                    seeds, weights)
+    if method == "tsv":
+        return methods_svd.tsv(base, finetuned)
+    if method == "iso":
+        return methods_svd.iso(base, finetuned)
+    if method == "regmean":
+        return methods_regmean.task_vector(base, finetuned, (stats or {}).get(name))
     raise ValueError(f"unknown merge method {method!r} (choose from {', '.join(METHODS)})")
 
 
-def merge(method, base, finetuned, alphas, name="", weights=None, density=None, seed=0):
+def _slerp(base, finetuned, alpha):
+    from speechft_upstream.merge.methods_geometry import slerp
+
+    return slerp(base, finetuned, alpha)
+
+
+def merge(method, base, finetuned, alphas, name="", weights=None, density=None, seed=0, **options):
     """The merged tensor for each α in ``alphas``; τ is computed once for all of them.
 
     For linear with one θ′ this is θ0 + α·(θ′ − θ0), the paper's (1−α)·θ0 + α·θ′.
     """
-    tau = task_vector(method, base, finetuned, name, weights, density, seed)
+    if method == "slerp":
+        return [_slerp(base, finetuned, float(a)).to(base.dtype) for a in alphas]
+    tau = task_vector(method, base, finetuned, name, weights, density, seed, **options)
     return [interpolate(base, tau, float(a)) for a in alphas]
 
 
@@ -204,7 +251,7 @@ ELEMENTWISE = ("linear", "task_arithmetic")
 CHUNK = 1 << 18  # entries per slice: 1 MiB of float32, so a slice stays in cache across its ops
 
 
-def merge_into(method, base, finetuned, alphas, ws, name="", weights=None, density=None, seed=0):
+def merge_into(method, base, finetuned, alphas, ws, name="", weights=None, density=None, seed=0, **options):
     """θ0 + α·τ for each α, in θ0's dtype; the tensors are workspace buffers, valid until the
     next call. Returns (results, index of the first α whose result holds NaN/Inf, or None).
 
@@ -224,8 +271,12 @@ def merge_into(method, base, finetuned, alphas, ws, name="", weights=None, densi
             for j, alpha in enumerate(alphas):
                 interpolate(flat[piece].to(dtype), tau, float(alpha), out=outs[j][piece])
                 finite[j] = finite[j] and is_finite(outs[j][piece])
+    elif method == "slerp":
+        for j, alpha in enumerate(alphas):
+            outs[j].copy_(_slerp(base, finetuned, float(alpha)).reshape(-1))
+            finite[j] = is_finite(outs[j])
     else:
-        tau = task_vector(method, base, finetuned, name, weights, density, seed).reshape(-1)
+        tau = task_vector(method, base, finetuned, name, weights, density, seed, **options).reshape(-1)
         for j, alpha in enumerate(alphas):
             interpolate(flat.to(dtype), tau, float(alpha), out=outs[j])
             finite[j] = is_finite(outs[j])

@@ -7,6 +7,8 @@ inputs, and either all of them appear or none does.
 
 import signal
 import threading
+from pathlib import Path
+
 import torch
 
 from speechft_upstream.errors import SpeechFTError
@@ -88,13 +90,16 @@ def _provenance(spec, base, finetuned, alpha, layer_alphas, counts):
     record = {
         "tool": "speechft", "version": __version__, "method": spec.method, "alpha": alpha,
         "layer_alpha": layer_alphas, "weights": spec.weights, "density": spec.density,
-        "seed": spec.seed if spec.method == "dare" else None, "family": base.family,
+        "seed": spec.seed if spec.method in methods.SEEDED else None, "family": base.family,
         "base": {"path": str(base.path.resolve()), "sha256": base.sha256.result()},
         "finetuned": [{"path": str(f.path.resolve()), "sha256": f.sha256.result(), "kind": f.kind}
                       for f in finetuned],
         "kept_from_base": counts["kept"], "copied_unchanged": len(counts["copied"]),
         "merged": len(counts["merged"]), **spec.source,
     }
+    record.update({k: getattr(spec, k) for k in ("gamma", "epsilon", "offdiag_scale") if getattr(spec, k) is not None})
+    if spec.audio is not None:
+        record["audio"] = {"path": str(Path(spec.audio).resolve()), "max_seconds": spec.max_seconds}
     if isinstance(base.top.get(PROVENANCE_KEY), dict):
         record["base_provenance"] = base.top[PROVENANCE_KEY]  # merging a merged model
     return record
@@ -183,7 +188,13 @@ def _merge(spec, progress):
     finetuned = [Source(p, allow_runner=True) for p in spec.finetuned]
     _check_compatible(base, finetuned)
     layer_alphas = merge_config.resolve_layer_alphas(spec, _n_layers(base.weights), base.path)
-    options = dict(weights=spec.weights, density=spec.density, seed=spec.seed)
+    options = dict(weights=spec.weights, density=spec.density, seed=spec.seed, gamma=spec.gamma,
+                   epsilon=spec.epsilon)
+    if spec.method == "regmean":
+        from speechft_upstream.merge import regmean_stats
+
+        options["stats"] = regmean_stats.collect(base, finetuned, spec.audio, spec.offdiag_scale,
+                                                 spec.max_seconds, progress=progress)
 
     from tqdm import tqdm
 
@@ -202,6 +213,7 @@ def _merge(spec, progress):
                     refs[j][name] = writers[j].add(tensor)
 
                 done = _merge_tensor(spec, name, t0, inputs, base, finetuned, alphas, options, ws, write)
+                options.get("stats", {}).pop(name, None)  # RegMean's Grams: freed once used
                 counts[done].append(name)
                 base.release(t0)
                 for ft, t in zip(finetuned, inputs):
