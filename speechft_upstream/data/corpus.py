@@ -41,6 +41,7 @@ import shutil
 import time
 from pathlib import Path
 
+from speechft_upstream.checkpoints import atomic
 from speechft_upstream.errors import SpeechFTError
 from speechft_upstream.data.layouts import _paths, _write_tables
 from speechft_upstream.data.plan import FORMAT_VERSION, SAMPLE_RATE, SIZES, plan
@@ -50,29 +51,48 @@ from speechft_upstream.data.render import shard_worker
 def generate(out, seed=0, quick=False, workers=None, force=False, progress=None, size=None):
     """Write the corpus into ``out``; returns the manifest dict."""
     size = size or ("quick" if quick else "default")
-    import multiprocessing
-
     say = progress or (lambda message: None)
     out = Path(out)
     manifest_path = out / "corpus.json"
     if out.exists() and any(out.iterdir()):
+        if not manifest_path.is_file() and not force:
+            raise SpeechFTError(f"{manifest_path}: not found, so {out} (not empty) is not a speechft corpus; "
+                                "choose an empty or new folder, or use --force to replace it")
         if manifest_path.is_file() and not force:
-            manifest = json.loads(manifest_path.read_text())
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except (OSError, ValueError):
+                manifest = {}
             if manifest.get("seed") == seed and manifest.get("size") == size and manifest.get("format") == FORMAT_VERSION:
                 say(f"{out}: corpus already there (seed {seed}, {size}); reusing it")
                 return manifest
         if not force:
             raise SpeechFTError(f"{out}: exists and is not this corpus (seed {seed}, {size}); "
                                 "use --force to replace it")
-        shutil.rmtree(out)
     started = time.time()
     layout = plan(seed, size)
     _paths(layout)
     jobs, speakers = layout["jobs"], layout["speakers"]
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    # Written beside OUT under a name with our pid, swapped in when complete: a killed run
+    # leaves OUT as it was, and the next run removes the leftover.
+    tmp = atomic.new_temp(out, folder=True)
+    try:
+        manifest, hours = _write(tmp, layout, jobs, speakers, seed, size, workers, say)
+        _replace(tmp, out)
+    except Exception as err:
+        failed = atomic.failure_of(err, tmp)
+        if failed is None:
+            raise
+        raise atomic.write_error(out, failed, atomic.size_of(tmp)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say(f"wrote {len(jobs)} utterances ({hours * 60:.1f} min of audio) to {out} in {time.time() - started:.0f} s")
+    return manifest
+
+
+def _write(tmp, layout, jobs, speakers, seed, size, workers, say):
+    import multiprocessing
+
     n_shards = SIZES[size]["shards"]
     shards = [jobs[i::n_shards] for i in range(n_shards)]
     workers = workers or min(2, os.cpu_count() or 1)
@@ -97,11 +117,19 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
     hours = sum(j["samples"] for j in jobs) / SAMPLE_RATE / 3600
     manifest["hours"] = round(hours, 4)
     (tmp / "corpus.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
-    say(f"wrote {len(jobs)} utterances ({hours * 60:.1f} min of audio) to {out} in {time.time() - started:.0f} s")
-    return manifest
+    return manifest, hours
+
+
+def _replace(tmp, out):
+    """``tmp`` becomes ``out``; a previous ``out`` (--force) is renamed aside first, then removed."""
+    atomic.usual_mode(tmp, folder=True)
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    aside = atomic.new_temp(out, folder=True)
+    os.rename(out, aside / out.name)
+    os.rename(tmp, out)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def add_parser(sub):
