@@ -35,6 +35,7 @@ Deterministic for a seed: jobs are cut into a fixed number of shards, each synth
 fresh process in a fixed order (eSpeak NG carries state from one utterance to the next).
 """
 
+import argparse
 import json
 import os
 import shutil
@@ -140,13 +141,14 @@ def add_parser(sub):
     p.add_argument("--quick", action="store_true", help="fewer utterances per speaker (for ./run.sh --quick)")
     p.add_argument("--workers", type=int, help="synthesis processes (default: min(2, CPUs)); output is the same")
     p.add_argument("--force", action="store_true", help="replace an existing corpus in DIR")
+    p.add_argument("--size", choices=sorted(SIZES), help=argparse.SUPPRESS)  # tests: the tiny plan
     p.set_defaults(func=_cli)
 
 
 def _cli(args):
     import sys
 
-    manifest = generate(args.out, seed=args.seed, quick=args.quick, workers=args.workers, force=args.force,
+    manifest = generate(args.out, seed=args.seed, quick=args.quick, workers=args.workers, force=args.force, size=args.size,
                         progress=lambda m: print(f"[corpus] {m}", file=sys.stderr, flush=True))
     counts = {}
     for u in manifest["utterances"]:
