@@ -289,13 +289,21 @@ def failure_of(err, where=None):
         return None
     found = os_error_of(err)
     if found is None and where is not None and isinstance(err, (OSError, RuntimeError)):
-        # libsndfile reports a failed write as "system error" with no errno: a full disk is the
-        # one we can tell apart, by looking.
+        # libsndfile reports a failed write as "system error" without the errno: ask the
+        # filesystem the same question (write 1 MiB beside the output) to learn what it was.
+        probe = Path(where) / f".probe.{os.getpid()}.tmp"
         try:
-            if shutil.disk_usage(where).free < 1 << 16:
-                found = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        except OSError:
-            pass
+            with open(probe, "wb", buffering=0) as handle:
+                left = memoryview(bytes(1 << 20))
+                while left:  # a raw write may be short just before the limit: the next one fails
+                    left = left[handle.write(left):]
+        except OSError as probed:
+            found = probed
+        finally:
+            try:
+                probe.unlink()
+            except OSError:
+                pass
     return found
 
 
