@@ -77,6 +77,9 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
     # Written beside OUT under a name with our pid, swapped in when complete: a killed run
     # leaves OUT as it was, and the next run removes the leftover.
     tmp = atomic.new_temp(out, folder=True)
+    legacy = out.with_name(out.name + ".partial")  # earlier versions' temp folder
+    if legacy.is_dir():
+        shutil.rmtree(legacy)
     try:
         manifest, hours = _write(tmp, layout, jobs, speakers, seed, size, workers, say)
         _replace(tmp, out)
