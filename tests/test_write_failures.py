@@ -268,3 +268,23 @@ def test_corpus_onto_full_disk(disk):
     before = snapshot(fs)
     proc = speechft(disk, "corpus", "--out", out, "--size", "tiny", "--seed", "3", "--force")
     check_failed(proc, out, before, fs)
+
+
+def test_merge_into_a_folder_it_may_not_write(tmp_path, tiny_dir):
+    """EROFS/EACCES: refused in one line before any byte is written (root ignores modes, so a
+    read-only mount stands in for a folder without write permission)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True,
+                          text=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs ({proc.stderr.strip()})")
+    try:
+        out = folder / "m.pt"
+        proc = run_py(["-m", "speechft_upstream.cli", "merge", "--base", tiny_dir / "hubert.pt",
+                       "--finetuned", tiny_dir / "hubert.pt", "--alpha", "0.5", "-o", out])
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == f"speechft: error: {out}: read-only file system"
+        assert os.listdir(folder) == []
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
