@@ -10,7 +10,8 @@ DATA_PATHS=(
   "config.downstream_expert.datarc.bucket_file=@DATA/len_for_bucket"
   "config.downstream_expert.datarc.dict_path=@DATA/char.dict|@RECIPES/configs/char.dict"
 )
-DATA_CHECK=(len_for_bucket/train-clean-100.csv len_for_bucket/dev-clean.csv len_for_bucket/test-clean.csv)
+DATA_CHECK=(train-clean-100 dev-clean test-clean
+            len_for_bucket/train-clean-100.csv len_for_bucket/dev-clean.csv len_for_bucket/test-clean.csv)
 BATCH_KEYS=(config.downstream_expert.datarc.batch_size config.downstream_expert.datarc.train_batch_size)
 WORKER_KEYS=(config.downstream_expert.datarc.num_workers)
 RUNNER_FLAGS=()

@@ -119,3 +119,52 @@ def test_recipe_help():
     proc = subprocess.run(["bash", str(REPO / "downstream_recipes" / "unsupervised.sh"), "-h"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "usage: downstream_recipes/unsupervised.sh" in proc.stdout
+
+
+def collapsed_theta0(tiny_hubert, path):
+    """θ0 whose codeword head puts every frame in one codeword: all codewords equal."""
+    from speechft_upstream.checkpoints import files
+
+    state = torch.load(tiny_hubert, weights_only=True)
+    codes = state["model_weight"]["label_embs_concat"]
+    state["model_weight"]["label_embs_concat"] = codes[:1].expand_as(codes).clone()
+    files.save_atomic(state, path)
+    return path
+
+
+@pytest.mark.parametrize("targets", ["theta0", "current"])
+def test_collapsed_targets_refused_in_one_line(tmp_path, tiny_hubert, targets):
+    audio = write_audio(tmp_path / "audio")
+    theta0 = collapsed_theta0(tiny_hubert, tmp_path / "collapsed.pt")
+    out = tmp_path / "out.pt"
+    proc = unsupervised(theta0, audio, out, "--steps", "3", "--targets", targets)
+    assert proc.returncode == 1, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("speechft: error:")]
+    assert errors == [f"speechft: error: {theta0}: the targets of the first 3 batches use 1 codeword "
+                      f"(fewer than --min-codewords 4); training against them learns nothing: use a θ0 whose "
+                      f"codeword head separates frames, or --targets {'current' if targets == 'theta0' else 'theta0'}"]
+    assert not out.exists()
+    # --min-codewords 1 accepts it (and bad values are refused)
+    assert_ok(unsupervised(theta0, audio, out, "--steps", "1", "--targets", targets, "--min-codewords", "1"))
+    proc = unsupervised(theta0, audio, tmp_path / "x.pt", "--min-codewords", "0")
+    assert proc.returncode == 1 and "--min-codewords must be a positive integer, got 0" in proc.stderr
+
+
+def test_warns_when_codeword_usage_falls_during_training(tmp_path, tiny_hubert):
+    audio = write_audio(tmp_path / "audio")
+    # lr 1e-3 against its own targets: usage falls within a few steps (about 12 → 4 here)
+    args = ("--steps", "6", "--lr", "1e-3", "--seed", "0")
+    first = unsupervised(tiny_hubert, audio, tmp_path / "a.pt", *args)
+    assert_ok(first)
+    counts = json.loads((tmp_path / "a.loss.json").read_text())["batch_codewords"]
+    assert len(counts) == 6 and min(counts) < max(counts)
+    limit = max(counts)
+    proc = unsupervised(tiny_hubert, audio, tmp_path / "b.pt", *args, "--min-codewords", str(limit))
+    assert_ok(proc)
+    assert json.loads((tmp_path / "b.loss.json").read_text())["batch_codewords"] == counts  # same run
+    warned = [int(ln.split("step ")[1].split(":")[0]) for ln in proc.stderr.splitlines()
+              if ln.startswith("speechft: warning: step")]
+    expected = [s for s in range(1, 7) if counts[s - 1] < limit and (s == 1 or counts[s - 2] >= limit)]
+    assert warned == expected and warned
+    assert "fewer than --min-codewords" in proc.stderr
+    assert "speechft: warning" not in first.stderr  # default 4: usage never fell below it here

@@ -56,10 +56,19 @@ def _fmt(value):
 
 
 def write(out, context):
-    from speechft_upstream.evaluate import score
+    """Every report file, written into a temp folder beside ``out`` and then moved in: a full disk
+    gives one error line and leaves the previous report as it was."""
+    from speechft_upstream.checkpoints import atomic
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with atomic.folder_output(out) as tmp:
+        written = _write(tmp, context)
+    return [out / Path(p).relative_to(tmp) for p in written]
+
+
+def _write(out, context):
+    from speechft_upstream.evaluate import score
+
     rows = rows_of(context)
     sweep = sweep_of(context)
     refs = score.load_references(score.MINI_REFERENCES)

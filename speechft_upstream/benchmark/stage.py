@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from speechft_upstream.checkpoints import files
+from speechft_upstream.checkpoints import atomic
 from speechft_upstream.errors import SpeechFTError
 
 
@@ -109,5 +109,5 @@ class Stage:
         seconds = time.time() - self._started
         data = {"key": self.key, "params": self.params, "outputs": outputs, "files": list(paths),
                 "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        files.write_json_atomic(data, self.marker, indent=2, default=str)
+        atomic.write_json_atomic(data, self.marker, indent=2, default=str)
         return dict(outputs, _seconds=seconds, _reused=False)

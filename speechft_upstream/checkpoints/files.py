@@ -6,9 +6,6 @@ before anything in it runs.
 """
 
 import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from speechft_upstream.errors import SpeechFTError
@@ -135,34 +132,10 @@ def read_encoder(path, expect=None):
     return state, family
 
 
-def _write_atomic(path, write, mode="wb"):
-    """Call ``write(handle)`` on a temporary file in ``path``'s folder, then rename: never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def save_atomic(obj, path):
-    """torch.save to a temporary file in the same folder, then rename."""
-    import torch
-
-    return _write_atomic(path, lambda handle: torch.save(obj, handle))
-
-
-def write_json_atomic(obj, path, **dump_options):
-    """A JSON file (sidecars, logs, the registry) written the same all-or-nothing way."""
-    return _write_atomic(path, lambda handle: handle.write(json.dumps(obj, **dump_options) + "\n"), mode="w")
+# Writing lives in atomic.py; these names are the ones the rest of speechft calls.
+from speechft_upstream.checkpoints.atomic import (  # noqa: E402,F401
+    save_atomic,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)

@@ -9,7 +9,10 @@ the file again. Peak memory is then the interpreter plus a few tensors, not the 
 Writing: torch's record-level zip writer (the one ``torch.save`` drives) takes each merged tensor
 as soon as it exists; the pickle that names the tensors is written last, laid out as torch.save
 lays it out, so ``torch.load`` (mmap or not, weights_only or not) reads the file like any other.
-Output goes to a temporary file in the target folder and is renamed only when complete.
+Output goes to a temporary file in the target folder and is renamed only when complete. torch's
+writer is handed an ``atomic.GuardedFile``, never a path: a failed write (full disk, I/O error)
+inside torch's C++ code would abort the process, so it is kept and raised here instead, as one
+line, after the first record that hit it.
 """
 
 import collections
@@ -19,12 +22,11 @@ import mmap
 import os
 import pickle
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
-from speechft_upstream.checkpoints import files
+from speechft_upstream.checkpoints import atomic, files
 from speechft_upstream.checkpoints import zipcrc
 from speechft_upstream.checkpoints.sha256 import Sha256
 from speechft_upstream.errors import SpeechFTError
@@ -153,12 +155,11 @@ class StreamWriter:
 
     WRITEBACK_EVERY = 64 << 20  # start writing to disk every this many bytes (see _start_writeback)
 
-    def __init__(self, path):
+    def __init__(self, path, expected_bytes=None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self.tmp = Path(tmp)
-        self._file = os.fdopen(fd, "wb")
+        self.expected_bytes = expected_bytes  # for the "wrote N of M MB" of a failed write
+        fd, self.tmp = atomic.new_temp(self.path)
+        self._file = atomic.GuardedFile(os.fdopen(fd, "wb"))
         # CRC computation off: zipcrc fills the CRCs in afterwards, several times faster
         self._zip = torch._C.PyTorchFileWriter(self._file, False, 64)
         self._crcs = {}
@@ -172,14 +173,21 @@ class StreamWriter:
         key = str(self._keys)
         self._keys += 1
         self._zip.write_record(f"data/{key}", data, nbytes)
+        self._check()
         self._crcs[f"data/{key}"] = zipcrc.crc_of(data, nbytes)
         self._unsynced += nbytes
         if self._unsynced >= self.WRITEBACK_EVERY:
             self._file.flush()
+            self._check()
             end = self._file.tell()
             _start_writeback(self._file.fileno(), self._synced_to, end - self._synced_to)
             self._synced_to, self._unsynced = end, 0
         return key
+
+    def _check(self, err=None):
+        err = err or self._file.error
+        if err is not None:
+            raise atomic.write_error(self.path, err, atomic.size_of(self.tmp), self.expected_bytes)
 
     def add(self, tensor):
         """Write ``tensor``'s bytes now; returns the stand-in to put in the object given to finish.
@@ -224,15 +232,21 @@ class StreamWriter:
             self._zip.write_record(name, value, len(value))
         self._zip.write_end_of_file()
         self._file.flush()
-        zipcrc.fill_in(self.tmp, self._crcs)
-        os.fsync(self._file.fileno())  # syncs the file, whichever descriptor wrote the CRCs
+        self._check()
+        try:
+            zipcrc.fill_in(self.tmp, self._crcs)
+            os.fsync(self._file.fileno())  # syncs the file, whichever descriptor wrote the CRCs
+        except OSError as err:
+            self._check(err)
         self._file.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+        self._check()
+        atomic.usual_mode(self.tmp)
 
     def commit(self):
-        os.replace(self.tmp, self.path)
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as err:
+            raise atomic.write_error(self.path, err) from None
         self._done = True
         return self.path
 
@@ -240,10 +254,9 @@ class StreamWriter:
         if self._done:
             return
         self._done = True
-        self._zip = None
+        self._zip = None  # its destructor writes a trailer: into the guarded file, so it cannot fail
+        self._file.close()
         try:
-            self._file.close()
-        except Exception:  # noqa: BLE001 - the file is being thrown away
-            pass
-        if self.tmp.exists():
             self.tmp.unlink()
+        except OSError:
+            pass

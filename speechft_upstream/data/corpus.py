@@ -43,12 +43,14 @@ Deterministic for a seed: jobs are cut into a fixed number of shards, each synth
 fresh process in a fixed order (eSpeak NG carries state from one utterance to the next).
 """
 
+import argparse
 import json
 import os
 import shutil
 import time
 from pathlib import Path
 
+from speechft_upstream.checkpoints import atomic
 from speechft_upstream.errors import SpeechFTError
 from speechft_upstream.data import layout_asv, layout_qbe, layout_sd, layout_sf
 from speechft_upstream.data.layouts import _paths, _write_tables
@@ -59,30 +61,52 @@ from speechft_upstream.data.render import shard_worker
 def generate(out, seed=0, quick=False, workers=None, force=False, progress=None, size=None):
     """Write the corpus into ``out``; returns the manifest dict."""
     size = size or ("quick" if quick else "default")
-    import multiprocessing
-
     say = progress or (lambda message: None)
     out = Path(out)
     manifest_path = out / "corpus.json"
     if out.exists() and any(out.iterdir()):
+        if not manifest_path.is_file() and not force:
+            raise SpeechFTError(f"{manifest_path}: not found, so {out} (not empty) is not a speechft corpus; "
+                                "choose an empty or new folder, or use --force to replace it")
         if manifest_path.is_file() and not force:
-            manifest = json.loads(manifest_path.read_text())
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except (OSError, ValueError):
+                manifest = {}
             if manifest.get("seed") == seed and manifest.get("size") == size and manifest.get("format") == FORMAT_VERSION:
                 say(f"{out}: corpus already there (seed {seed}, {size}); reusing it")
                 return manifest
         if not force:
             raise SpeechFTError(f"{out}: exists and is not this corpus (seed {seed}, {size}); "
                                 "use --force to replace it")
-        shutil.rmtree(out)
     started = time.time()
     layout = plan(seed, size)
     _paths(layout)
     layout_sf.paths(layout)
     jobs, speakers = layout["jobs"], layout["speakers"]
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    # Written beside OUT under a name with our pid, swapped in when complete: a killed run
+    # leaves OUT as it was, and the next run removes the leftover.
+    tmp = atomic.new_temp(out, folder=True)
+    legacy = out.with_name(out.name + ".partial")  # earlier versions' temp folder
+    if legacy.is_dir():
+        shutil.rmtree(legacy)
+    try:
+        manifest, hours = _write(tmp, layout, jobs, speakers, seed, size, workers, say)
+        _replace(tmp, out)
+    except Exception as err:
+        failed = atomic.failure_of(err, tmp)
+        if failed is None:
+            raise
+        raise atomic.write_error(out, failed, atomic.size_of(tmp)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say(f"wrote {len(manifest['utterances'])} utterances ({hours * 60:.1f} min of audio) to {out} in {time.time() - started:.0f} s")
+    return manifest
+
+
+def _write(tmp, layout, jobs, speakers, seed, size, workers, say):
+    import multiprocessing
+
     n_shards = SIZES[size]["shards"]
     # a later task's jobs (shard_group) get shards of their own, so the first six tasks' shards,
     # and with them their audio, are the same as before that task existed
@@ -127,11 +151,19 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
     hours = sum(j["samples"] for j in jobs + extra) / SAMPLE_RATE / 3600
     manifest["hours"] = round(hours, 4)
     (tmp / "corpus.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
-    say(f"wrote {len(jobs) + len(extra)} utterances ({hours * 60:.1f} min of audio) to {out} in {time.time() - started:.0f} s")
-    return manifest
+    return manifest, hours
+
+
+def _replace(tmp, out):
+    """``tmp`` becomes ``out``; a previous ``out`` (--force) is renamed aside first, then removed."""
+    atomic.usual_mode(tmp, folder=True)
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    aside = atomic.new_temp(out, folder=True)
+    os.rename(out, aside / out.name)
+    os.rename(tmp, out)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def add_parser(sub):
@@ -144,6 +176,7 @@ def add_parser(sub):
     p.add_argument("--quick", action="store_true", help="fewer utterances per speaker (for ./run.sh --quick)")
     p.add_argument("--workers", type=int, help="synthesis processes (default: min(2, CPUs)); output is the same")
     p.add_argument("--force", action="store_true", help="replace an existing corpus in DIR")
+    p.add_argument("--size", choices=sorted(SIZES), help=argparse.SUPPRESS)  # tests: the tiny plan
     p.set_defaults(func=_cli)
 
 
@@ -159,7 +192,7 @@ def _cli(args):
               + ", ".join(f"{t} ({len(labels)} classes)" for t, labels in manifest["tasks"].items()))
         return
 
-    manifest = generate(args.out, seed=args.seed, quick=args.quick, workers=args.workers, force=args.force,
+    manifest = generate(args.out, seed=args.seed, quick=args.quick, workers=args.workers, force=args.force, size=args.size,
                         progress=lambda m: print(f"[corpus] {m}", file=sys.stderr, flush=True))
     counts = {}
     for u in manifest["utterances"]:

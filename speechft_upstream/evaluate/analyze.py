@@ -168,8 +168,17 @@ def analyze(base, models, audio, max_files=None, progress=None):
 
 
 def write_outputs(rows, outdir, base):
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    """The four outputs, moved into ``outdir`` together once all are written (a full disk gives
+    one error line and leaves earlier outputs as they were)."""
+    from speechft_upstream.checkpoints import atomic
+
+    final = Path(outdir)
+    with atomic.folder_output(final) as outdir:
+        _write_outputs(rows, outdir, base)
+    return [final / name for name in OUTPUT_NAMES]
+
+
+def _write_outputs(rows, outdir, base):
     fields = ["model", "hidden_state", "r2", "cka", "weight_change", "tensors", "overall_weight_change", "frames",
               "files", "path"]
     with open(outdir / "similarity.csv", "w", newline="", encoding="utf-8") as handle:

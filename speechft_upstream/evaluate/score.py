@@ -222,8 +222,9 @@ def run(results, references=None, split="test", baseline_encoder=None, tasks=Non
     if json_out:
         out = {"references": refs["name"], "references_file": refs["path"], "split": split,
                "scores": {e: s["score"] for e, s in scores.items()}, "detail": scores}
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        from speechft_upstream.checkpoints import atomic
+
+        atomic.write_json_atomic(out, json_out, indent=2)
     return scores, refs
 
 

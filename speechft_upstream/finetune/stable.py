@@ -7,8 +7,11 @@
 
 The step count comes from s3prl's runner (``attach_to_runner``): T is ``runner.total_steps``,
 the starting step is the ``Step`` of the checkpoint being resumed, and every
-``gradient_accumulate_steps`` training forwards are one optimizer step. Nothing is added to the
-expert's ``state_dict``, so runner checkpoints keep stock s3prl's keys.
+``gradient_accumulate_steps`` training forwards are one optimizer step. Outside the runner the
+budget is ``total_steps`` in the ``-g`` settings or an explicit ``expert.set_step_budget(T)``;
+with no budget at all the upstream trains like the stock expert (encoder learns from the first
+step), so it can be dropped into anyone's own training loop. Nothing is added to the expert's
+``state_dict``, so runner checkpoints keep stock s3prl's keys.
 """
 
 import math
@@ -60,16 +63,19 @@ class StableSchedule:
         return self.start_step + self.forwards // self.accumulate + 1
 
     def next_forward_is_head_only(self):
-        if self.beta == 0:
+        # No budget: behave as the stock expert (someone's own loop that never set one).
+        if self.beta == 0 or self.total_steps is None:
             return False
-        if self.total_steps is None:
-            raise SpeechFTError(
-                "stable fine-tuning needs the total number of steps: train through s3prl's runner "
-                "(-f), set total_steps in the -g settings, or set beta: 0"
-            )
         head_only = self.step <= self.head_only_steps
         self.forwards += 1
         return head_only
+
+
+def read_total_steps(settings, source="-g settings"):
+    total = settings.get("total_steps")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total <= 0):
+        raise SpeechFTError(f"{source}: total_steps must be a positive integer, got {total!r}")
+    return total
 
 
 def attach_to_runner(entry, config, init_ckpt):

@@ -35,6 +35,8 @@ SPECIAL_SYMBOLS = frozenset(("<s>", "<pad>", "</s>", "<unk>"))
 FROZEN_PREFIXES = ("feature_extractor.", "final_proj.", "label_embs_concat", "target_glu.")
 TARGET_SOURCES = ("current", "theta0")
 CLIP_NORM = 10.0
+DEFAULT_MIN_CODEWORDS = 4
+PROBE_BATCHES = 3  # batches whose targets are checked before training starts
 
 
 def build_model(path):
@@ -118,8 +120,53 @@ def _check_options(o):
         raise SpeechFTError(f"--mask-prob must be in (0, 1], got {o['mask_prob']!r}")
     if o["targets"] not in TARGET_SOURCES:
         raise SpeechFTError(f"--targets must be one of {', '.join(TARGET_SOURCES)}, got {o['targets']!r}")
+    if not isinstance(o["min_codewords"], int) or o["min_codewords"] < 1:
+        raise SpeechFTError(f"--min-codewords must be a positive integer, got {o['min_codewords']!r}")
     if o["device"] not in ("cpu", "cuda") and not str(o["device"]).startswith("cuda:"):
         raise SpeechFTError(f"--device must be cpu or cuda, got {o['device']!r}")
+
+
+def targets_of(teacher, model, wav, specials):
+    """Each label set's target codeword per frame, from ``teacher`` on the unmasked batch."""
+    import torch
+
+    with torch.no_grad():
+        features = model.feature_extractor(wav).transpose(1, 2)
+        teacher.eval()
+        hidden, _ = encode(teacher, features, mask=False)
+        goals = [logit.masked_fill(special, float("-inf")).argmax(-1)
+                 for logit, special in zip(codeword_logits(teacher, hidden), specials)]
+    return features, goals
+
+
+def codewords_used(goals):
+    """Distinct target codewords (the fewest over label sets)."""
+    return min(int(goal.unique().numel()) for goal in goals)
+
+
+def check_targets(teacher, model, data, specials, o, max_samples, normalize, ckpt):
+    """Refuse a θ0 whose targets collapse (e.g. every frame one codeword): training against them
+    learns nothing. Batches drawn with their own generator, so training draws what it would have."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng([o["seed"], 1])
+    seen = None
+    for _ in range(PROBE_BATCHES):
+        wav = data.batch(rng, o["batch_size"], max_samples).to(o["device"])
+        if normalize:
+            wav = torch.nn.functional.layer_norm(wav, wav.shape[-1:])
+        _, goals = targets_of(teacher, model, wav, specials)
+        sets = [set(g.unique().tolist()) for g in goals]
+        seen = sets if seen is None else [a | b for a, b in zip(seen, sets)]
+    used = min(len(x) for x in seen)
+    if used < o["min_codewords"]:
+        raise SpeechFTError(
+            f"{ckpt}: the targets of the first {PROBE_BATCHES} batches use {used} codeword"
+            f"{'' if used == 1 else 's'} (fewer than --min-codewords {o['min_codewords']}); training against "
+            f"them learns nothing: use a θ0 whose codeword head separates frames, or --targets "
+            f"{'current' if o['targets'] == 'theta0' else 'theta0'}")
+    return used
 
 
 def log_path(output):
@@ -128,7 +175,7 @@ def log_path(output):
 
 
 def run(ckpt, audio, output, steps=1000, lr=5e-5, batch_size=8, max_seconds=15.0, mask_prob=None, seed=0,
-        device="cpu", targets="current", force=False, progress=True):
+        device="cpu", targets="current", force=False, progress=True, min_codewords=DEFAULT_MIN_CODEWORDS):
     """Train θ0 at ``ckpt`` on the audio under ``audio``; write θ′ to ``output``. Returns the log dict."""
     import numpy as np
     import torch
@@ -137,7 +184,7 @@ def run(ckpt, audio, output, steps=1000, lr=5e-5, batch_size=8, max_seconds=15.0
     from speechft_upstream.finetune.schedules import get_stable_finetuning_schedule
 
     options = dict(steps=steps, lr=lr, batch_size=batch_size, max_seconds=max_seconds, mask_prob=mask_prob,
-                   seed=seed, device=device, targets=targets)
+                   seed=seed, device=device, targets=targets, min_codewords=min_codewords)
     _check_options(options)
     output = Path(output)
     if output.exists() and not force:
@@ -172,29 +219,34 @@ def run(ckpt, audio, output, steps=1000, lr=5e-5, batch_size=8, max_seconds=15.0
     if targets == "theta0":
         teacher = build_model(ckpt)[0].to(device).eval().requires_grad_(False)  # weight_norm blocks deepcopy
     specials = special_masks(state["dictionaries_symbols"], device)
+    probed = check_targets(teacher, model, data, specials, options, max_samples, normalize, ckpt)
     optimizer = torch.optim.Adam(trainable, lr=lr, betas=(0.9, 0.98), eps=1e-6)
     scheduler = get_stable_finetuning_schedule(optimizer, steps)
 
     print(f"[speechft] unsupervised fine-tuning: {len(data.files)} files ({data.seconds:.1f} s) from {audio}"
           + (f", {len(data.skipped)} too short, skipped" if data.skipped else "")
           + f"; mask_prob {model.mask_prob}, mask_length {model.mask_length}; targets from the {targets} model; "
-          f"CNN, final_proj and codebook frozen", file=sys.stderr)
+          f"CNN, final_proj and codebook frozen; the first {PROBE_BATCHES} batches' targets use {probed} codewords",
+          file=sys.stderr)
     record = {"ckpt": str(ckpt), "audio": str(audio), "output": str(output), "files": len(data.files),
               "seconds": round(data.seconds, 3), **options, "mask_prob": model.mask_prob,
               "mask_length": model.mask_length, "loss": [], "accuracy": [], "masked_frames": [], "target_codewords": [],
-              "lr_per_step": []}
+              "batch_codewords": [], "lr_per_step": []}
+    collapsing = False
     started = time.time()
     bar = tqdm(range(1, steps + 1), desc="unsupervised", unit="step", disable=not progress, file=sys.stderr)
     for step in bar:
         wav = data.batch(rng, batch_size, max_samples).to(device)
         if normalize:
             wav = torch.nn.functional.layer_norm(wav, wav.shape[-1:])
-        with torch.no_grad():
-            features = model.feature_extractor(wav).transpose(1, 2)
-            teacher.eval()
-            hidden, _ = encode(teacher, features, mask=False)
-            goals = [logit.masked_fill(special, float("-inf")).argmax(-1)
-                     for logit, special in zip(codeword_logits(teacher, hidden), specials)]
+        features, goals = targets_of(teacher, model, wav, specials)
+        batch_codewords = codewords_used(goals)
+        record["batch_codewords"].append(batch_codewords)
+        if batch_codewords < min_codewords and not collapsing:
+            bar.write(f"speechft: warning: step {step}: the targets use {batch_codewords} codeword"
+                      f"{'' if batch_codewords == 1 else 's'}, fewer than --min-codewords {min_codewords}; "
+                      "the codeword head may be collapsing", file=sys.stderr)
+        collapsing = batch_codewords < min_codewords  # warn again only after a recovery
         model.train()
         hidden, mask = encode(model, features, mask=True)
         hidden = hidden[mask]
@@ -258,6 +310,9 @@ def add_parser(sub):
                    help="model giving the targets: current (default, the model being trained) or theta0 (frozen θ0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--min-codewords", type=int, default=DEFAULT_MIN_CODEWORDS, metavar="N",
+                   help=f"refuse to start when the first {PROBE_BATCHES} batches' targets use fewer than N "
+                        f"codewords, warn when a batch's do (default {DEFAULT_MIN_CODEWORDS})")
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.set_defaults(func=_command)
 
@@ -265,7 +320,7 @@ def add_parser(sub):
 def _command(args):
     record = run(args.ckpt, args.audio, args.output, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                  max_seconds=args.max_seconds, mask_prob=args.mask_prob, seed=args.seed, device=args.device,
-                 targets=args.targets, force=args.force)
+                 targets=args.targets, force=args.force, min_codewords=args.min_codewords)
     loss = record["loss"]
     print(f"wrote {args.output} ({record['steps']} steps, loss {loss[0]:.4f} -> {loss[-1]:.4f}); "
           f"per-step log {log_path(args.output)}")

@@ -203,7 +203,7 @@ def _merge(spec, progress):
     writers, counts, ws = [], {"kept": [], "copied": [], "merged": []}, methods.Workspace()
     with _TermAsExit():
         try:
-            writers = [StreamWriter(path) for path in spec.outputs]
+            writers = [StreamWriter(path, expected_bytes=total) for path in spec.outputs]
             refs = [{} for _ in writers]
             for name, t0 in base.weights.items():
                 inputs = [ft.weights[name] for ft in finetuned]

@@ -52,6 +52,9 @@ def expert_class(family):
             self.speechft_family = family
             self.speechft_settings = dict(settings or {})
             self.speechft_schedule = stable.StableSchedule(stable.read_beta(self.speechft_settings, settings_source))
+            total = stable.read_total_steps(self.speechft_settings, settings_source)
+            if total is not None:
+                self.speechft_schedule.configure(total_steps=total)
             l2 = baselines.read_l2(self.speechft_settings, settings_source)
             lora = baselines.read_lora(self.speechft_settings, settings_source)
             if l2 is not None and lora is not None:
@@ -62,6 +65,14 @@ def expert_class(family):
             if cnn is not None:
                 cnn.requires_grad_(False)
             self.speechft_l2 = baselines.L2TowardBase(self.model, l2) if l2 else None
+
+        def set_step_budget(self, total_steps, accumulate=1, start_step=0):
+            """Turn on stable fine-tuning in your own training loop: the encoder stays frozen for
+            the first ⌊β·total_steps⌋ optimizer steps (``accumulate`` training forwards each),
+            counted from ``start_step`` (the steps already done when resuming). Without a budget
+            the upstream trains like the stock expert. s3prl's runner calls this for you."""
+            self.speechft_schedule.configure(total_steps=total_steps, accumulate=accumulate, start_step=start_step)
+            return self
 
         def forward(self, wavs):
             # Only training forwards with autograd on count as steps; the runner's eval passes

@@ -12,10 +12,9 @@ into a temporary folder beside OUTDIR that is then renamed into place.
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from speechft_upstream.checkpoints import files
+from speechft_upstream.checkpoints import atomic, files
 from speechft_upstream.errors import SpeechFTError
 
 from speechft_upstream.checkpoints.hf.config import HF_CLASSES, SUPPORTED, build_hf_config, model_config
@@ -91,12 +90,7 @@ def export(ckpt, outdir, force=False):
         return_attention_mask=config.feat_extract_norm == "layer",
     )
 
-    parent = outdir.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=parent))
-    except OSError as err:
-        raise SpeechFTError(f"{outdir}: cannot create the folder ({err.strerror or err})") from None
+    tmp = atomic.new_temp(outdir.absolute(), folder=True)  # .NAME.<pid>.*.tmp beside OUTDIR
     bars = transformers.utils.logging.is_progress_bar_enabled()
     try:
         transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bar
@@ -112,8 +106,12 @@ def export(ckpt, outdir, force=False):
         for name in written:
             os.chmod(tmp / name, 0o666 & ~umask)
         _publish(tmp, outdir, force)
-    except OSError as err:
-        raise SpeechFTError(f"{outdir}: cannot write the model folder ({err.strerror or err})") from None
+    except Exception as err:  # safetensors reports a full disk as its own error type
+        failed = atomic.failure_of(err, tmp)
+        if failed is None:
+            raise
+        expected = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        raise atomic.write_error(outdir, failed, atomic.size_of(tmp), expected) from None
     finally:
         if bars:
             transformers.utils.logging.enable_progress_bar()
