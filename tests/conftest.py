@@ -64,3 +64,18 @@ def assert_ok(proc):
 def error_lines(proc):
     """The speechft error lines of a failed run (the rest is s3prl's own chatter)."""
     return [line for line in proc.stderr.splitlines() if line.startswith("speechft: error:")]
+
+
+def corpus_digest(folder):
+    """sha256 over a corpus folder's files; SD's Kaldi lists hold absolute paths, compared relative."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(folder)).encode())
+            data = path.read_bytes()
+            if path.name == "wav.scp":
+                data = data.replace(str(Path(folder).resolve()).encode(), b"OUT")
+            h.update(data)
+    return h.hexdigest()

@@ -10,18 +10,9 @@ import pytest
 pytest.importorskip("espeakng_loader")
 
 from speechft_upstream.data import corpus, plan  # noqa: E402
+from tests.conftest import corpus_digest  # noqa: E402
 
 
-def digest(folder):
-    h = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file():
-            h.update(str(path.relative_to(folder)).encode())
-            data = path.read_bytes()
-            if path.name == "wav.scp":  # SD's Kaldi lists hold absolute paths: compare them relative
-                data = data.replace(str(Path(folder).resolve()).encode(), b"OUT")
-            h.update(data)
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +36,7 @@ def test_espeak_engine():
 def test_deterministic_for_a_seed(tiny, tmp_path):
     out, manifest = tiny
     again = corpus.generate(tmp_path / "again", seed=3, size="tiny", workers=1)  # other process count too
-    assert digest(out) == digest(tmp_path / "again")
+    assert corpus_digest(out) == corpus_digest(tmp_path / "again")
     assert again["utterances"] == manifest["utterances"]
     other = corpus.plan(seed=4, size="tiny")
     assert other["speakers"] != corpus.plan(seed=3, size="tiny")["speakers"]

@@ -35,7 +35,7 @@ import torch
 
 from speechft_upstream.checkpoints import files
 from speechft_upstream.errors import SpeechFTError
-from tests.conftest import REPO, assert_ok, run_py, runner, train_args
+from tests.conftest import REPO, assert_ok, corpus_digest, run_py, runner, train_args
 
 T, BETA = 6, 0.5
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -138,13 +138,6 @@ def test_sigkill_during_finetuning_then_resume(tmp_path, tiny_hubert):
     assert not same_tensors(final_b["Downstream"], final_a["Downstream"])
 
 
-def digest(folder):
-    h = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file():
-            h.update(str(path.relative_to(folder)).encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def test_killed_corpus_run_again_writes_identical_bytes(tmp_path):
@@ -164,7 +157,7 @@ def test_killed_corpus_run_again_writes_identical_bytes(tmp_path):
     assert_ok(again)
     assert f"left by an interrupted run (process {proc.pid} is gone)" in again.stderr
     assert not list(tmp_path.glob(".corpus.*.tmp"))
-    assert digest(out) == digest(reference)
+    assert corpus_digest(out) == corpus_digest(reference)
 
 
 @pytest.mark.slow

@@ -91,7 +91,7 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
     if legacy.is_dir():
         shutil.rmtree(legacy)
     try:
-        manifest, hours = _write(tmp, layout, jobs, speakers, seed, size, workers, say)
+        manifest, hours = _write(tmp, out, layout, jobs, speakers, seed, size, workers, say)
         _replace(tmp, out)
     except Exception as err:
         failed = atomic.failure_of(err, tmp)
@@ -104,7 +104,7 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
     return manifest
 
 
-def _write(tmp, layout, jobs, speakers, seed, size, workers, say):
+def _write(tmp, out, layout, jobs, speakers, seed, size, workers, say):
     import multiprocessing
 
     n_shards = SIZES[size]["shards"]
