@@ -13,7 +13,8 @@
 #   WORKER_KEYS  array of config keys --workers sets
 #   RUNNER_FLAGS array of extra flags for recipe_tool.py runner (none needed today)
 #   DATA_LAYOUT  one line describing the data folder, for -h
-# Optional: task_option NAME VALUE (returns 0 when it took the option; may add to the array
+# Optional: task_prepare DATA (writes derivable files the data folder lacks, before DATA_CHECK),
+# task_option NAME VALUE (returns 0 when it took the option; may add to the array
 # TASK_OVERRIDES), task_usage (more -h lines), task_extra_results (KEY=VALUE lines for results.json).
 
 RECIPES="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -95,6 +96,7 @@ recipe_main() {
   [[ -n "$data" ]] || recipe_die "--data DIR is required"
   [[ -n "$exp" ]] || recipe_die "--exp DIR is required"
   [[ -d "$data" ]] || recipe_die "$data: no such data folder"
+  if declare -F task_prepare >/dev/null; then task_prepare "$data" || exit 1; fi
   local need
   for need in "${DATA_CHECK[@]}"; do
     [[ -e "$data/$need" ]] || recipe_die "$data: missing $need (${TASK^^} data layout: downstream_recipes/README.md)"

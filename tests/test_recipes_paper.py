@@ -2,12 +2,15 @@
 IEMOCAP meta data, TED-LIUM 3 ASR (asr_ted). Tiny corpora written by the tests, real runner."""
 
 import json
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from speechft_upstream.checkpoints import files
-from tests.test_recipes import SMOKE, ok, recipe, make_pr
+from tests.test_recipes import RECIPES, SMOKE, make_pr, ok, recipe, wav
 
 
 @pytest.mark.parametrize("features", [None, "hidden_states"])
@@ -36,3 +39,145 @@ def test_features_refused(tmp_path, tiny_hubert):
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("speechft: error:")]
         assert proc.returncode == 1 and len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
         assert not (tmp_path / "e").exists()
+
+
+# ---- ER: an IEMOCAP release tree, prepare/iemocap.py, five folds ---------------------------------
+
+PREPARE = RECIPES / "prepare"
+EMOTIONS = ["neu", "hap", "exc", "ang", "sad", "fru", "xxx"]
+
+
+def make_iemocap(root, per_session=4):
+    """IEMOCAP_full_release in miniature: Session1..5, EmoEvaluation text, sentences/wav."""
+    for n in range(1, 6):
+        session = root / f"Session{n}"
+        dialog = f"Ses0{n}F_impro01"
+        lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+        for i in range(per_session + 2):
+            gender = "FM"[i % 2]
+            utt = f"{dialog}_{gender}{i:03d}"
+            label = EMOTIONS[(n + i) % len(EMOTIONS)] if i < per_session else "fru"
+            lines += [f"[{i * 2.0:.4f} - {i * 2.0 + 1.5:.4f}]\t{utt}\t{label}\t[2.5000, 2.5000, 2.5000]",
+                      "C-E2:\tNeutral;\t()", ""]
+            if i != 1 or n != 3:  # one labelled turn without its wav: left out, counted
+                wav(session / "sentences" / "wav" / dialog / f"{utt}.wav", 0.5, 150 + 40 * i + 10 * n, seed=i)
+        (session / "dialog" / "EmoEvaluation").mkdir(parents=True, exist_ok=True)
+        (session / "dialog" / "EmoEvaluation" / f"{dialog}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def run_prepare(script, *args):
+    return subprocess.run([sys.executable, str(PREPARE / script), *map(str, args)], text=True,
+                          capture_output=True, timeout=120)
+
+
+def test_iemocap_meta_data_read_by_s3prl(tmp_path):
+    from s3prl.downstream.emotion.dataset import IEMOCAPDataset
+
+    root = make_iemocap(tmp_path / "IEMOCAP_full_release")
+    proc = ok(run_prepare("iemocap.py", root))
+    assert "Session3: " in proc.stdout and "1 labelled turns without a wav file left out" in proc.stdout
+    meta = root / "meta_data"
+    everything = []
+    for n in range(1, 6):
+        test = json.loads((meta / f"Session{n}" / "test_meta_data.json").read_text())
+        train = json.loads((meta / f"Session{n}" / "train_meta_data.json").read_text())
+        assert test["labels"] == {"neu": 0, "hap": 1, "ang": 2, "sad": 3}
+        assert {x["path"].split("/")[0] for x in test["meta_data"]} == {f"Session{n}"}
+        assert f"Session{n}" not in {x["path"].split("/")[0] for x in train["meta_data"]}
+        assert {x["label"] for x in test["meta_data"] + train["meta_data"]} <= set(test["labels"])
+        everything += test["meta_data"]
+        data = IEMOCAPDataset(str(root), str(meta / f"Session{n}" / "test_meta_data.json"), pre_load=False)
+        audio, label, name = data[0]
+        assert audio.ndim == 1 and audio.size == 8000 and label == test["labels"][test["meta_data"][0]["label"]]
+    # by hand: sessions n, turns i < 4 with EMOTIONS[(n+i)%7] in the four classes (exc -> hap), wav present
+    want = [(n, i) for n in range(1, 6) for i in range(4)
+            if EMOTIONS[(n + i) % 7] in ("neu", "hap", "exc", "ang", "sad") and (n, i) != (3, 1)]
+    assert len(everything) == len(want)
+    first = everything[0]
+    assert first["speaker"] == "Ses01F" and first["path"].startswith("Session1/sentences/wav/Ses01F_impro01/")
+    exc = [x for x in everything if x["path"].endswith("Ses02F_impro01_F000.wav")]  # labelled exc
+    assert [x["label"] for x in exc] == ["hap"]
+    assert [x["speaker"] for x in everything if x["path"].endswith("M001.wav")][:1] == ["Ses01M"]
+
+    proc = run_prepare("iemocap.py", tmp_path / "nothing")
+    assert proc.returncode == 1 and proc.stderr.startswith("speechft: error:") and "no such folder" in proc.stderr
+
+
+def test_er_one_fold_and_missing_fold_file(tmp_path, tiny_hubert):
+    root = make_iemocap(tmp_path / "iemocap")
+    ok(run_prepare("iemocap.py", root))
+    exp = tmp_path / "er"
+    ok(recipe("er", "evaluate", "--ckpt", tiny_hubert, "--data", root, "--exp", exp, "--fold", "fold2", *SMOKE))
+    results = json.loads((exp / "results.json").read_text())
+    assert results["fold"] == "fold2" and "folds" not in results
+    truth = (exp / "test_fold2_truth.txt").read_text().split()
+    assert truth and all(name.startswith("Ses02") for name in truth[::2])
+    # five folds (the default) check every fold's files before the first run
+    (root / "meta_data" / "Session4" / "test_meta_data.json").unlink()
+    proc = recipe("er", "evaluate", "--ckpt", tiny_hubert, "--data", root, "--exp", tmp_path / "er2", *SMOKE)
+    assert proc.returncode == 1 and "missing meta_data/Session4/test_meta_data.json" in proc.stderr
+    assert not (tmp_path / "er2").exists()
+    proc = recipe("er", "finetune", "--ckpt", tiny_hubert, "--data", root, "--exp", tmp_path / "er3", "--fold", "all")
+    assert proc.returncode == 1 and "finetune takes one fold" in proc.stderr
+
+
+def test_fold_mean(tmp_path):
+    rows = []
+    for n, value in enumerate((0.5, 0.25, 1.0, 0.0, 0.75), 1):
+        row = {"task": "er", "metric": "acc", "value": value, "split": "test", "encoder_ckpt": "/m.pt",
+               "upstream": "speechft_hubert", "fold": f"fold{n}", "runner_ckpt": f"/f{n}/dev-best.ckpt"}
+        (tmp_path / f"f{n}.json").write_text(json.dumps(row))
+        rows.append(tmp_path / f"f{n}.json")
+    tool = [sys.executable, str(RECIPES / "recipe_tool.py"), "folds", "--output", tmp_path / "out.json"]
+    ok(subprocess.run([*map(str, tool), *map(str, rows)], text=True, capture_output=True))
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["value"] == 0.5 and out["folds"]["fold3"] == 1.0 and "runner_ckpt" not in out
+    bad = json.loads(rows[1].read_text()) | {"encoder_ckpt": "/other.pt"}
+    rows[1].write_text(json.dumps(bad))
+    proc = subprocess.run([*map(str, tool), *map(str, rows)], text=True, capture_output=True)
+    assert proc.returncode == 1 and "f2.json: encoder_ckpt '/other.pt' differs" in proc.stderr
+
+
+@pytest.mark.slow
+def test_er_five_folds(tmp_path, tiny_hubert):
+    root = make_iemocap(tmp_path / "iemocap")
+    ok(run_prepare("iemocap.py", root))
+    exp = tmp_path / "er"
+    proc = ok(recipe("er", "evaluate", "--ckpt", tiny_hubert, "--data", root, "--exp", exp, *SMOKE))
+    results = json.loads((exp / "results.json").read_text())
+    per_fold = [json.loads((exp / f"fold{n}" / "results.json").read_text()) for n in range(1, 6)]
+    assert [r["fold"] for r in per_fold] == [f"fold{n}" for n in range(1, 6)]
+    assert results["folds"] == {f"fold{n}": r["value"] for n, r in enumerate(per_fold, 1)}
+    assert results["value"] == pytest.approx(sum(r["value"] for r in per_fold) / 5)
+    assert results["task"] == "er" and results["metric"] == "acc" and results["fold"] == "mean"
+    for n, r in enumerate(per_fold, 1):  # each fold tested on its own session
+        truth = (exp / f"fold{n}" / f"test_fold{n}_truth.txt").read_text().split()
+        assert truth and all(name.startswith(f"Ses0{n}") for name in truth[::2])
+    assert "mean test acc of 5 folds" in proc.stderr
+
+
+# ---- ASR: bucket files for a fresh LibriSpeech download --------------------------------------------
+
+def test_librispeech_bucket_files_then_asr(tmp_path, tiny_hubert):
+    from tests.test_recipes import make_asr
+
+    root = make_asr(tmp_path / "LibriSpeech")
+    shutil.rmtree(root / "len_for_bucket")  # a fresh download has none
+    wav(root / "dev-clean" / "1" / "2" / "1-2-0009.flac", 1.0, 300)  # a longer one: listed first
+    (root / "dev-clean" / "1" / "2" / "1-2.trans.txt").write_text(
+        (root / "dev-clean" / "1" / "2" / "1-2.trans.txt").read_text() + "1-2-0009 LONGER ONE\n")
+    import pandas as pd
+
+    ok(run_prepare("librispeech.py", root, "-o", tmp_path / "buckets"))
+    table = pd.read_csv(tmp_path / "buckets" / "dev-clean.csv")
+    assert table["file_path"].tolist()[0] == "dev-clean/1/2/1-2-0009.flac"
+    assert table["length"].tolist() == [16000, 9600, 9600]
+    assert sorted(p.name for p in (tmp_path / "buckets").iterdir()) == ["dev-clean.csv", "test-clean.csv",
+                                                                       "train-clean-100.csv"]
+    exp = tmp_path / "asr"
+    proc = ok(recipe("asr", "evaluate", "--ckpt", tiny_hubert, "--data", root, "--exp", exp, *SMOKE))
+    assert "writing" in proc.stderr and (root / "len_for_bucket" / "test-clean.csv").is_file()
+    assert json.loads((exp / "results.json").read_text())["metric"] == "wer"
+    ref = (exp / "test-clean-noLM-ref.ark").read_text()
+    assert "TONES AND NOISE" in ref or "HELLO WORLD" in ref

@@ -166,3 +166,8 @@ def save_atomic(obj, path):
 def write_json_atomic(obj, path, **dump_options):
     """A JSON file (sidecars, logs, the registry) written the same all-or-nothing way."""
     return _write_atomic(path, lambda handle: handle.write(json.dumps(obj, **dump_options) + "\n"), mode="w")
+
+
+def write_text_atomic(text, path):
+    """A text file (bucket lists, a merge's config.yaml) written the same all-or-nothing way."""
+    return _write_atomic(path, lambda handle: handle.write(text), mode="w")
