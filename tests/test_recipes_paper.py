@@ -6,11 +6,12 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
-import torch
 
 from speechft_upstream.checkpoints import files
-from tests.test_recipes import RECIPES, SMOKE, make_pr, ok, recipe, wav
+from speechft_upstream.errors import SpeechFTError
+from tests.test_recipes import RECIPES, SMOKE, SR, make_pr, ok, recipe, wav
 
 
 @pytest.mark.parametrize("features", [None, "hidden_states"])
@@ -181,3 +182,93 @@ def test_librispeech_bucket_files_then_asr(tmp_path, tiny_hubert):
     assert json.loads((exp / "results.json").read_text())["metric"] == "wer"
     ref = (exp / "test-clean-noLM-ref.ark").read_text()
     assert "TONES AND NOISE" in ref or "HELLO WORLD" in ref
+
+
+# ---- TED-LIUM 3 (asr_ted) ---------------------------------------------------------------------------
+
+TALK_TEXT = [  # (start, end, label, words): what a TED-LIUM 3 STM line holds
+    (0.0, 1.2, "<o,f0,male>", "i 've been to well-known places"),
+    (1.3, 2.5, "<o,f0,male>", "so this is <unk> here"),
+    (2.6, 3.0, "<o,f0,male>", "too short"),
+    (3.0, 4.3, "<o,f0,male>", "ignore_time_segment_in_scoring"),
+    (4.3, 5.6, "<o,f0,male>", "that's what (laughter) we do"),
+]
+
+
+def make_tedlium(root, talks=None):
+    """TEDLIUM_release-3 in miniature: NIST SPHERE audio and STM segments per talk."""
+    import soundfile
+
+    talks = talks or {"data": ["TalkA_2010", "TalkB_2011"], "legacy/dev": ["TalkC_2012"], "legacy/test": ["TalkD_2013"]}
+    for split, names in talks.items():
+        for k, talk in enumerate(names):
+            t = np.arange(int(SR * 6.0)) / SR
+            audio = 0.3 * np.sin(2 * np.pi * (200 + 50 * k) * t) + np.random.default_rng(k).normal(0, 0.05, t.size)
+            (root / split / "sph").mkdir(parents=True, exist_ok=True)
+            (root / split / "stm").mkdir(parents=True, exist_ok=True)
+            soundfile.write(str(root / split / "sph" / f"{talk}.sph"), audio.astype("float32"), SR,
+                            format="NIST", subtype="PCM_16")
+            lines = [f"{talk} 1 {talk} {s:.2f} {e:.2f} {label} {words}" for s, e, label, words in TALK_TEXT]
+            (root / split / "stm" / f"{talk}.stm").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_tedlium_dataset(tmp_path):
+    import soundfile
+    from s3prl.downstream.asr_ted import dataset, expert
+
+    root = make_tedlium(tmp_path / "TEDLIUM_release-3")
+    assert soundfile.info(str(root / "data" / "sph" / "TalkA_2010.sph")).format == "NIST"
+    assert dataset.normalise("i 've been to well-known places") == "I'VE BEEN TO WELL KNOWN PLACES"
+    assert dataset.normalise("that's what (laughter) we do") == "THAT'S WHAT LAUGHTER WE DO"
+    vocab = expert.vocabulary()
+    assert len(vocab.symbols) == 32 and vocab.bos() == 0 and vocab.index("|") == 4 and vocab.index("Z") == 31
+    datarc = {"train": ["data"], "dev": ["legacy/dev"], "test": ["legacy/test"]}
+    train = dataset.TedliumDataset("train", 1, vocab, str(root), **datarc)
+    # per talk: segments 0 and 4 (1-60 s, no <unk>, not ignored); two talks
+    names = sorted(name for batch in train.X for name in (s.name for s in batch))
+    assert len(names) == 4 and all(n.startswith(("TalkA_2010-", "TalkB_2011-")) for n in names)
+    wavs, labels, files = train[0]
+    assert wavs[0].shape == (int(1.3 * SR),) and wavs[0].dtype == np.float32
+    text = vocab.string(labels[0].tolist()).replace(" ", "").replace("|", " ")
+    assert text in ("I'VE BEEN TO WELL KNOWN PLACES", "THAT'S WHAT LAUGHTER WE DO")
+    # the authors' subset: segments in talk order until the total passes the budget (here 2 s)
+    subset = dataset.TedliumDataset("train", 1, vocab, str(root), train_hours=2 / 3600, **datarc)
+    assert sorted(s.name for batch in subset.X for s in batch) == ["TalkA_2010-000000.00-000001.20",
+                                                                  "TalkA_2010-000004.30-000005.60"]
+    assert len(dataset.TedliumDataset("train", 1, vocab, str(root), drop_unk=False, **datarc)) == 6
+    (root / "legacy" / "test" / "sph" / "TalkD_2013.sph").unlink()
+    with pytest.raises(SpeechFTError, match=r"TalkD_2013\.sph: missing"):
+        dataset.TedliumDataset("test", 1, vocab, str(root), **datarc)
+
+
+def test_asr_ted_finetune_subset(tmp_path, tiny_hubert):
+    root = make_tedlium(tmp_path / "TEDLIUM_release-3")
+    exp = tmp_path / "ft"
+    proc = ok(recipe("asr_ted", "finetune", "--ckpt", tiny_hubert, "--data", root, "--exp", exp,
+                     "--train-hours", "0.001", *SMOKE))
+    assert "[asr_ted] - train: 3 segments" in proc.stdout  # 1.2 + 1.3 + 1.2 s passes 0.001 h = 3.6 s
+    picked = exp / "dev-best.ckpt" if (exp / "dev-best.ckpt").exists() else exp / "states-2.ckpt"
+    assert f"(from {picked.name})" in proc.stderr  # a random head rarely beats WER 100 on dev
+    states = files.load(picked, allowed=files.RUNNER_ALLOWED)
+    assert states["Args"].downstream == "asr_ted" and states["Args"].upstream_feature_selection == "last_hidden_state"
+    assert states["Config"]["downstream_expert"]["datarc"]["train_hours"] == 0.001
+    head = states["Downstream"]
+    assert head["model.linear.weight"].shape[0] == 32  # the character vocabulary
+    assert sum(1 for k in head if k.endswith("weight_ih_l0")) == 3  # three BLSTM layers
+    assert files.read_encoder(exp / "theta_prime.pt")[1] == "hubert"
+    ref = (exp / "dev-noLM-ref.ark").read_text()
+    assert "I'VE BEEN TO WELL KNOWN PLACES" in ref and "UNK" not in ref
+
+
+def test_asr_ted_evaluate(tmp_path, tiny_hubert):
+    root = make_tedlium(tmp_path / "TEDLIUM_release-3")
+    exp = tmp_path / "eval"
+    ok(recipe("asr_ted", "evaluate", "--ckpt", tiny_hubert, "--data", root, "--exp", exp, *SMOKE))
+    results = json.loads((exp / "results.json").read_text())
+    assert results["task"] == "asr_ted" and results["metric"] == "wer" and results["split"] == "test"
+    assert results["higher_is_better"] is False and results["value"] >= 0
+    hyp = (exp / "test-noLM-hyp.ark").read_text().splitlines()
+    assert len(hyp) == 2 and all(line.startswith("TalkD_2013-") for line in hyp)
+    proc = recipe("asr_ted", "evaluate", "--ckpt", tiny_hubert, "--data", tmp_path, "--exp", tmp_path / "e2")
+    assert proc.returncode == 1 and "missing data/sph" in proc.stderr
