@@ -61,8 +61,15 @@ five_folds() {
   [[ ! -e "$exp/results.json" ]] || recipe_die "$exp: already holds results.json; use a new --exp folder"
   local results=()
   for f in "${FOLDS[@]}"; do
-    echo "[er.sh] evaluate: $f of ${#FOLDS[@]} -> $exp/$f" >&2
-    bash "$HERE/er.sh" evaluate ${args[@]+"${args[@]}"} --data "$data" --exp "$exp/$f" --fold "$f" || exit 1
+    if [[ -f "$exp/$f/results.json" ]]; then  # a rerun after a failure keeps the finished folds
+      echo "[er.sh] evaluate: $f done before, keeping $exp/$f/results.json" >&2
+    else
+      if compgen -G "$exp/$f/*.ckpt" >/dev/null; then
+        recipe_die "$exp/$f: an unfinished fold (runner checkpoints, no results.json); remove that folder to rerun it"
+      fi
+      echo "[er.sh] evaluate: $f of ${#FOLDS[@]} -> $exp/$f" >&2
+      bash "$HERE/er.sh" evaluate ${args[@]+"${args[@]}"} --data "$data" --exp "$exp/$f" --fold "$f" || exit 1
+    fi
     results+=("$exp/$f/results.json")
   done
   "$(recipe_python)" "$RECIPES/recipe_tool.py" folds --output "$exp/results.json" "${results[@]}" >/dev/null || exit 1

@@ -156,6 +156,12 @@ def test_er_five_folds(tmp_path, tiny_hubert):
         truth = (exp / f"fold{n}" / f"test_fold{n}_truth.txt").read_text().split()
         assert truth and all(name.startswith(f"Ses0{n}") for name in truth[::2])
     assert "mean test acc of 5 folds" in proc.stderr
+    # a rerun keeps finished folds and runs the missing one
+    (exp / "results.json").unlink()
+    shutil.rmtree(exp / "fold5")
+    proc = ok(recipe("er", "evaluate", "--ckpt", tiny_hubert, "--data", root, "--exp", exp, *SMOKE))
+    assert proc.stderr.count("done before") == 4 and "fold5 of 5" in proc.stderr
+    assert json.loads((exp / "results.json").read_text())["folds"]["fold1"] == per_fold[0]["value"]
 
 
 # ---- ASR: bucket files for a fresh LibriSpeech download --------------------------------------------

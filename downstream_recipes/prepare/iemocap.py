@@ -83,7 +83,10 @@ def prepare(root, out=None, log=print):
     for name, test in per_session.items():
         train = [item for other, items in per_session.items() if other != name for item in items]
         for split, items in (("train", train), ("test", test)):
-            write_json_atomic({"labels": LABELS, "meta_data": items}, out / name / f"{split}_meta_data.json")
+            try:
+                write_json_atomic({"labels": LABELS, "meta_data": items}, out / name / f"{split}_meta_data.json")
+            except OSError as err:
+                raise SpeechFTError(f"{out}: cannot write the meta data ({err.strerror}); give -o DIR") from None
     log(f"wrote {len(per_session)} folds to {out}")
     return out
 

@@ -69,7 +69,10 @@ def prepare(root, out=None, splits=None, log=print):
         raise SpeechFTError(f"{root}: no LibriSpeech split folders (<split>/<speaker>/<chapter>/*.trans.txt)")
     for split in splits:
         rows = lengths(root, split)
-        write_csv(rows, out / f"{split}.csv")
+        try:
+            write_csv(rows, out / f"{split}.csv")
+        except OSError as err:
+            raise SpeechFTError(f"{out}: cannot write the bucket files ({err.strerror}); give -o DIR") from None
         log(f"{split}: {len(rows)} files, {sum(r[1] for r in rows) / 16000 / 3600:.2f} h -> {out / (split + '.csv')}")
     return out
 
