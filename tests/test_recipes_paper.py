@@ -278,3 +278,9 @@ def test_asr_ted_evaluate(tmp_path, tiny_hubert):
     assert len(hyp) == 2 and all(line.startswith("TalkD_2013-") for line in hyp)
     proc = recipe("asr_ted", "evaluate", "--ckpt", tiny_hubert, "--data", tmp_path, "--exp", tmp_path / "e2")
     assert proc.returncode == 1 and "missing data/sph" in proc.stderr
+
+
+@pytest.mark.parametrize("task, option", [("asr_ted", "--train-hours"), ("er", "--fold"), ("pr", "--features")])
+def test_help_names_the_new_options(task, option):
+    proc = ok(recipe(task, "-h"))
+    assert option in proc.stdout and "finetune" in proc.stdout and "evaluate" in proc.stdout
