@@ -15,7 +15,8 @@
 #   DATA_LAYOUT  one line describing the data folder, for -h and the missing-file error
 # Optional: EXTRA_METRICS (array: more metrics of the same log, results.json "metrics"),
 # METRIC_LINE (what the runner prints before ": VALUE"; default "{split} {metric}").
-# Optional: task_option NAME VALUE (returns 0 when it took the option; may add to the array
+# Optional: task_prepare DATA (writes derivable files the data folder lacks, before DATA_CHECK),
+# task_option NAME VALUE (returns 0 when it took the option; may add to the array
 # TASK_OVERRIDES), task_usage (more -h lines), task_extra_results (KEY=VALUE lines for results.json),
 # task_result EXP DATA RUNNER_CKPT SCORES_JSON (writes {"value", "metrics"} from the runner's
 # output when the runner prints no metric line, e.g. SD's DER), task_check DATA (more checks of
@@ -46,6 +47,9 @@ options:
                      (full layout: downstream_recipes/README.md)
   --exp DIR          experiment folder (the runner's -p)
   --beta B           finetune: head-only fraction of the steps (default 0.1)
+  --features F       finetune: what the head reads (the runner's -s): last_hidden_state (the
+                     last layer, as the authors fine-tune; default) or hidden_states (the
+                     weighted sum of all layers, the SUPERB evaluation head's input)
   --steps N          total optimizer steps (default: the config's, SUPERB's)
   --batch-size N     training batch size (default: the config's)
   --lr LR            learning rate (default: evaluate the config's, finetune 1.0e-4)
@@ -76,15 +80,15 @@ recipe_main() {
     *) recipe_die "unknown mode '$mode' (finetune or evaluate; -h for help)" ;;
   esac
   local upstream=speechft_hubert ckpt="" data="" exp="" beta=0.1 steps="" batch="" lr="" workers=""
-  local device="" nproc=1 seed=1337 extra=""
+  local device="" nproc=1 seed=1337 extra="" features=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
       -h|--help) recipe_usage; return 0 ;;
-      --upstream|--ckpt|--data|--exp|--beta|--steps|--batch-size|--lr|--workers|--device|--nproc|--seed|-o|--override)
+      --upstream|--ckpt|--data|--exp|--beta|--features|--steps|--batch-size|--lr|--workers|--device|--nproc|--seed|-o|--override)
         [[ $# -ge 2 ]] || recipe_die "$1 needs a value"
         case "$1" in
           --upstream) upstream="$2" ;; --ckpt) ckpt="$2" ;; --data) data="$2" ;; --exp) exp="$2" ;;
-          --beta) beta="$2" ;; --steps) steps="$2" ;; --batch-size) batch="$2" ;; --lr) lr="$2" ;;
+          --beta) beta="$2" ;; --features) features="$2" ;; --steps) steps="$2" ;; --batch-size) batch="$2" ;; --lr) lr="$2" ;;
           --workers) workers="$2" ;; --device) device="$2" ;; --nproc) nproc="$2" ;; --seed) seed="$2" ;;
           -o|--override) extra="${extra:+$extra,,}$2" ;;
         esac
@@ -97,6 +101,7 @@ recipe_main() {
   [[ -n "$data" ]] || recipe_die "--data DIR is required"
   [[ -n "$exp" ]] || recipe_die "--exp DIR is required"
   [[ -d "$data" ]] || recipe_die "$data: no such data folder"
+  if declare -F task_prepare >/dev/null; then task_prepare "$data" || exit 1; fi
   local need
   for need in "${DATA_CHECK[@]}"; do
     [[ -e "$data/$need" ]] || recipe_die "$data: missing $need (${TASK^^} data layout: $DATA_LAYOUT; see downstream_recipes/README.md)"
@@ -104,6 +109,11 @@ recipe_main() {
   if declare -F task_check >/dev/null; then task_check "$data" || exit 1; fi
   if [[ "$mode" == finetune ]]; then
     [[ -n "$ckpt" ]] || recipe_die "finetune needs --ckpt THETA0 (the encoder to fine-tune)"
+    features="${features:-last_hidden_state}"
+    [[ "$features" == last_hidden_state || "$features" == hidden_states ]] \
+      || recipe_die "--features must be last_hidden_state or hidden_states, got '$features'"
+  elif [[ -n "$features" ]]; then
+    recipe_die "--features applies to finetune; evaluate always reads the weighted sum of all layers (SUPERB)"
   fi
   [[ -z "$ckpt" || -f "$ckpt" ]] || recipe_die "$ckpt: no such checkpoint file"
   [[ "$nproc" =~ ^[1-9][0-9]*$ ]] || recipe_die "--nproc must be a positive integer, got '$nproc'"
@@ -156,7 +166,7 @@ if not 0 <= beta < 1:
     sys.exit(f"speechft: error: --beta must be a number in [0, 1), got {sys.argv[1]!r}")
 open(sys.argv[2], "w").write(f"# speechft settings for -u speechft_*: stable fine-tuning\nbeta: {beta}\n")
 EOF
-    train+=(-f -g "$exp/speechft.yaml")
+    train+=(-f -g "$exp/speechft.yaml" -s "$features")
   fi
 
   # recipe_tool.py runner: s3prl's unmodified runner (torchrun-aware) plus the recipes' fixes

@@ -3,6 +3,9 @@
     recipe_tool.py overrides ...        the runner's -o string for a recipe run
     recipe_tool.py pick CONFIG EXP      the runner checkpoint to evaluate / extract
     recipe_tool.py result ...           parse the test metric from a runner log, write results.json
+    recipe_tool.py folds --output OUT RESULTS...
+                                        one results.json from per-fold ones (ER's five folds):
+                                        the mean, and each fold's value
     recipe_tool.py runner [--cache-dir DIR] -- ARGS
                                         s3prl's unmodified runner (torchrun-aware), with the
                                         voxceleb1 (SID) file-list and sv_voxceleb1 (ASV) wav-length
@@ -324,6 +327,35 @@ def qbe(args):
     return 0
 
 
+
+def folds(args):
+    """SUPERB's ER score: the mean test accuracy of the folds; each fold's value is kept."""
+    import math
+
+    rows = []
+    for path in args.results:
+        try:
+            rows.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            fail(f"{path}: no fold result ({err})")
+    first = rows[0]
+    for path, row in zip(args.results, rows):
+        for key in ("task", "metric", "split", "encoder_ckpt", "upstream"):
+            if row.get(key) != first.get(key):
+                fail(f"{path}: {key} {row.get(key)!r} differs from {args.results[0]}'s {first.get(key)!r}")
+        if not isinstance(row.get("value"), float) or not math.isfinite(row["value"]):
+            fail(f"{path}: value {row.get('value')!r} is not a finite number")
+    results = {k: v for k, v in first.items() if k not in ("runner_ckpt", "checkpoint_step", "fold")}
+    results["value"] = sum(row["value"] for row in rows) / len(rows)
+    results["fold"] = "mean"
+    results["folds"] = {row.get("fold", f"fold{i + 1}"): row["value"] for i, row in enumerate(rows)}
+    results["fold_results"] = [os.path.abspath(p) for p in args.results]
+    from speechft_upstream.checkpoints.files import write_json_atomic
+
+    write_json_atomic(results, args.output, indent=2)
+    print(json.dumps(results))
+
+
 def runner(args):
     argv = list(args.runner_args)
     if argv and argv[0] == "--":
@@ -402,6 +434,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("-o", "--override", action="append", default=[], help="more s3prl overrides, joined with ',,'")
     p.set_defaults(func=qbe)
+    p = sub.add_parser("folds")
+    p.add_argument("--output", required=True)
+    p.add_argument("results", nargs="+")
+    p.set_defaults(func=folds)
     p = sub.add_parser("runner")
     p.add_argument("--cache-dir")
     p.add_argument("runner_args", nargs=argparse.REMAINDER)

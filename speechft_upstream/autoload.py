@@ -20,6 +20,7 @@ WATCHED = (
     "s3prl",  # runner checkpoints need argparse.Namespace on torch's safe-load list
     "s3prl.hub",  # where `-u NAME` is looked up: add the speechft upstreams
     "s3prl.schedulers",  # where scheduler names are looked up: add stable_finetuning_schedule
+    "s3prl.downstream",  # downstreams s3prl lacks (asr_ted) join its package path
     "s3prl.downstream.runner",  # stable fine-tuning's step budget; DDP on CPU
     "s3prl.downstream.ctc.expert",  # PyPI s3prl lacks the ctc corpus package (PR)
     "s3prl.downstream.speech_commands",  # before its expert imports catalyst (KS)

@@ -111,10 +111,12 @@ def build_parser():
     p = sub.add_parser("merge", help="θ̂ = θ0 + α·τ: merge fine-tuned checkpoints into θ0 (streamed)",
                        description="Weight-space merging. Options override --config; the config also "
                                    "takes the Speech-FT authors' keys (merge_method, alpha, base_model_name, "
-                                   "base_model_ckpt_path, finetune_model_paths, output_dir).")
+                                   "base_model_ckpt_path, finetune_model_paths, output_dir; with output_dir "
+                                   "their config.yaml is written beside merged_model.pt).")
     p.add_argument("--base", metavar="THETA0", help="pre-trained checkpoint (s3prl converted format)")
     p.add_argument("--finetuned", nargs="+", metavar="THETA_PRIME",
-                   help="fine-tuned checkpoints: converted format or s3prl runner dev-best.ckpt / states-*.ckpt")
+                   help="fine-tuned checkpoints: converted format, s3prl runner dev-best.ckpt / states-*.ckpt, "
+                        "a SPIN Lightning checkpoint (encoder.model.*) or a bare {model: weights} dict")
     p.add_argument("--alpha", metavar="A[,A...]", help="interpolation weight(s); several give one file each")
     p.add_argument("-o", "--output", metavar="OUT.pt", help="output ({alpha} in the name is replaced)")
     p.add_argument("--method", choices=("linear", "task_arithmetic", "ties", "dare", "slerp", "model_stock",

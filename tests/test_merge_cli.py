@@ -188,7 +188,8 @@ def test_authors_config_keys(tmp_path, tiny_hubert, thetas):
   'output_dir': '{tmp_path / "out"}/'
 }}""")
     assert_ok(speechft("merge", "--config", cfg))
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["merged_model.pt"]  # the authors' file name
+    # the authors' file names: merged_model.pt, and their config beside it (test_merge_authors.py)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.yaml", "merged_model.pt"]
     assert_same(load_weights(tmp_path / "out" / "merged_model.pt"), expected(tiny_hubert, thetas[:2], 0.25))
     # options on the command line override the file
     assert_ok(speechft("merge", "--config", cfg, "--alpha", "0.5", "-o", tmp_path / "half.pt"))

@@ -78,11 +78,47 @@ def _mappings_of(path):
     return found
 
 
+SPIN_PREFIX = "encoder.model."
+
+
+def _spin_weights(state, path):
+    """A SPIN Lightning checkpoint's encoder: its ``state_dict`` entries ``encoder.model.<param>``."""
+    params = state["state_dict"]
+    if not isinstance(params, dict):
+        raise SpeechFTError(f"{path}: its 'state_dict' is a {type(params).__name__}, not a mapping of weights")
+    weights = {k[len(SPIN_PREFIX):]: v for k, v in params.items() if isinstance(k, str) and k.startswith(SPIN_PREFIX)}
+    if not weights:
+        raise SpeechFTError(f"{path}: a Lightning checkpoint whose 'state_dict' has no '{SPIN_PREFIX}*' keys "
+                            "(expected SPIN's encoder)")
+    return weights
+
+
+def finetuned_kind(state):
+    """Which of the θ′ files the authors' merge reads ``state`` is, or None (a converted checkpoint).
+
+    runner: s3prl's runner checkpoint (``Upstream``); spin: a SPIN Lightning checkpoint
+    (``state_dict`` with ``encoder.model.*``); model: a bare ``{model: weights}`` dict (their
+    continued pre-training), which is also DeCoAR 2.0's converted format, so it is matched to θ0
+    by parameter names rather than by family.
+    """
+    if not isinstance(state, dict):
+        return None
+    keys = set(state)
+    if {"Args", "Step"} <= keys:
+        return "runner"
+    if "state_dict" in keys and not keys & {"model", "model_weight", "Upstream"}:
+        return "spin"
+    if keys == {"model"}:
+        return "model"
+    return None
+
+
 class Source:
-    """One input: a converted checkpoint (θ0 or θ′) or an s3prl runner checkpoint (θ′ only).
+    """One input: a converted checkpoint (θ0 or θ′), or for θ′ one of the files ``finetuned_kind`` names.
 
     ``weights`` maps parameter names (converted-format names, no ``model.`` prefix) to tensors
-    backed by the file; ``top`` is the loaded top-level dict; ``family`` is None for runner files.
+    backed by the file; ``top`` is the loaded top-level dict; ``family`` is None where the file
+    does not say (runner, SPIN and bare-model θ′, matched to θ0 by their parameter names).
     """
 
     def __init__(self, path, allow_runner):
@@ -92,11 +128,20 @@ class Source:
         self.sha256 = Sha256(self.path)
         self._ranges = sorted(_mappings_of(self.path) - before)
         self.top = state
-        if allow_runner and isinstance(state, dict) and {"Args", "Step"} <= set(state):
+        kind = finetuned_kind(state) if allow_runner else None
+        if kind == "runner":
             from speechft_upstream.checkpoints.extract import encoder_of
 
             self.kind, self.family = "runner", None
             self.weights = encoder_of(state, self.path)
+        elif kind == "spin":
+            self.kind, self.family = "spin", None
+            self.weights = _spin_weights(state, self.path)
+        elif kind == "model":
+            self.kind, self.family = "model", None
+            self.weights = state["model"]
+            if not isinstance(self.weights, dict) or not self.weights:
+                raise SpeechFTError(f"{self.path}: holds no weights under 'model'")
         else:
             self.kind = "converted"
             self.family = files.detect_family(state, self.path)

@@ -2,7 +2,9 @@
 
 Built with s3prl's own model classes (so the stock ``<family>_local`` upstreams load them):
 2 transformer layers, 48 dims, and a narrow 7-layer CNN with the usual 320-sample stride.
-DeCoAR 2.0 is not offered: s3prl hard-codes its size (768 dims, 12 layers).
+DeCoAR 2.0 is not among ``TINY_ARCHS``: s3prl hard-codes its size (768 dims, 12 layers), so its
+upstream cannot load a tiny one; ``make_tiny_decoar2`` builds s3prl's own ``Decoar2`` at the tiny
+size (for merging, which only needs its parameter names and its converted format).
 """
 
 import torch
@@ -71,6 +73,29 @@ def _wavlm():
 
 
 _BUILDERS = {"hubert": _hubert, "wav2vec2": _wav2vec2, "wavlm": _wavlm}
+
+DECOAR2_TINY = dict(encoder_embed_dim=48, encoder_layers=2, encoder_ffn_embed_dim=96, encoder_attention_heads=4,
+                    conv_pos=16, conv_pos_groups=4, encoder_layerdrop=0.0)
+
+
+def tiny_decoar2_module(seed=0):
+    """s3prl's ``Decoar2`` at the tiny size (it reads its sizes from a module-level dict)."""
+    from s3prl.upstream.decoar2 import decoar2
+
+    saved = dict(decoar2.args)
+    decoar2.args.update(DECOAR2_TINY)
+    try:
+        torch.manual_seed(seed)
+        return decoar2.Decoar2()
+    finally:
+        decoar2.args.clear()
+        decoar2.args.update(saved)
+
+
+def make_tiny_decoar2(seed=0):
+    """A tiny DeCoAR 2.0 in s3prl's converted format, ``{model: state_dict}``."""
+    weights = {k: v.detach().clone().contiguous() for k, v in tiny_decoar2_module(seed).state_dict().items()}
+    return {"model": weights}
 
 
 def make_tiny(arch, seed=0):

@@ -130,6 +130,12 @@ def _catalyst_standin(package):
     catalyst_standin.install()
 
 
+def _extra_downstreams(package):
+    from speechft_upstream.compat import downstreams
+
+    downstreams.install(package)
+
+
 def _voxceleb1_cache(dataset):
     from speechft_upstream.compat import voxceleb1_cache
 
@@ -164,6 +170,7 @@ _FIXES = {
     "s3prl": _fix_s3prl,
     "s3prl.hub": _register_upstreams,
     "s3prl.schedulers": _add_schedules,
+    "s3prl.downstream": _extra_downstreams,
     "s3prl.downstream.runner": _hook_runner,
     "s3prl.downstream.ctc.expert": _ctc_corpus,
     "s3prl.downstream.speech_commands": _catalyst_standin,

@@ -19,6 +19,8 @@ OURS = ("base", "finetuned", "alpha", "method", "output", "weights", "density", 
 AUTHORS = {"merge_method": "method", "base_model_ckpt_path": "base", "finetune_model_paths": "finetuned",
            "base_model_name": "family", "output_dir": "output_dir", "alpha": "alpha",
            "finetune_model_names": None}
+AUTHORS_DEFAULT_ALPHA = 0.25
+AUTHORS_CONFIG_NAME = "config.yaml"  # their merge_model.py writes it beside merged_model.pt
 # base_model_name values of the authors' configs, and the checkpoint their code uses when
 # base_model_ckpt_path is empty (s3prl's converted checkpoints).
 _HF = "https://huggingface.co/s3prl/converted_ckpts/resolve/main/"
@@ -52,6 +54,7 @@ class MergeSpec:
     offdiag_scale: float = None  # regmean: off-diagonal Gram scaling
     max_seconds: float = None  # regmean: audio used at most
     source: dict = field(default_factory=dict)  # the config file's path, for provenance
+    authors_config: dict = None  # an authors'-keys config, written beside output_dir/merged_model.pt
 
 
 def _fail(origin, message):
@@ -88,6 +91,8 @@ def read_yaml(path):
         values[target] = value
     if values.get("base") == "":
         del values["base"]  # the authors' way of saying "the default checkpoint"
+    if any(key in AUTHORS and key not in OURS for key in data):
+        values["_authors"] = data  # their merge_model.py: kept to write output_dir/config.yaml
     return values
 
 
@@ -172,8 +177,12 @@ def _regmean_options(origin, values, method):
 def build(options, config=None):
     """A validated MergeSpec from command-line ``options`` (None = not given) and a config file."""
     values = read_yaml(config) if config else {}
-    values.update({k: v for k, v in options.items() if v is not None and v is not False})
+    authors = values.pop("_authors", None)
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    values.update(given)
     origin = config if config else "merge"
+    if authors is not None and "alpha" not in values:
+        values["alpha"] = AUTHORS_DEFAULT_ALPHA  # their MergeTools.linear: merge_config.get('alpha', 0.25)
 
     method = values.get("method", "linear")
     if method not in METHODS:
@@ -251,6 +260,13 @@ def build(options, config=None):
             _fail(out, "is a directory; give a file name for the merged checkpoint")
         if out.exists() and not force:
             _fail(out, "already exists (use --force to replace it)")
+    if authors is not None and "output" not in values and len(outputs) == 1:
+        authors = _as_run(authors, given, alphas[0])
+        beside = outputs[0].with_name(AUTHORS_CONFIG_NAME)
+        if beside.exists() and not force:
+            _fail(beside, "already exists (use --force to replace it)")
+    else:
+        authors = None  # their tool writes config.yaml into output_dir; -o or an α sweep goes elsewhere
     register = values.get("register")
     if register is not None and (not str(register).isidentifier()):
         _fail(origin, f"register: {register!r} is not a valid upstream name (use letters, digits and _)")
@@ -258,7 +274,26 @@ def build(options, config=None):
                      weights=weights, density=density, seed=int(seed), layer_alpha=layer_alpha,
                      extrapolate=extrapolate, force=force, register=register, family=family,
                      gamma=gamma, epsilon=epsilon, audio=audio, offdiag_scale=offdiag_scale,
-                     max_seconds=max_seconds, source={"config": str(Path(config).resolve())} if config else {})
+                     max_seconds=max_seconds, source={"config": str(Path(config).resolve())} if config else {},
+                     authors_config=authors)
+
+
+# The authors' keys that command-line options can override, and the option behind each.
+_AUTHORS_OVERRIDES = {"merge_method": "method", "alpha": "alpha", "base_model_ckpt_path": "base",
+                      "finetune_model_paths": "finetuned"}
+
+
+def _as_run(data, given, alpha):
+    """The authors' config as this run used it: their mapping, with any command-line override."""
+    out = dict(data)
+    for key, ours in _AUTHORS_OVERRIDES.items():
+        if ours not in given:
+            continue
+        value = given[ours]
+        if ours == "finetuned":
+            value = [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        out[key] = alpha if ours == "alpha" else str(value) if ours == "base" else value
+    return out
 
 
 def resolve_layer_alphas(spec, n_layers, origin):

@@ -50,16 +50,29 @@ def _resolve_base(path):
                             "or --base to a local file") from None
 
 
+def _head_of_base(name, base, ft):
+    """A pre-training head θ̂ takes from θ0 anyway, which θ′ lacks or holds in another shape (SPIN
+    drops final_proj; continued pre-training may change label_embs_concat): θ0's tensor stands in."""
+    other = ft.weights.get(name)
+    return keeps_base(name, base.family) and (other is None or tuple(other.shape) != tuple(base.weights[name].shape))
+
+
+def _input(name, t0, base, ft):
+    return t0 if _head_of_base(name, base, ft) else ft.weights[name]
+
+
 def _first_difference(base, ft):
     """How θ′'s parameters first differ from θ0's, walking θ0's order; None if names and shapes agree."""
     for name, tensor in base.weights.items():
+        if _head_of_base(name, base, ft):
+            continue
         if name not in ft.weights:
             return f"has no parameter {name!r}, which θ0 {base.path} has (shape {tuple(tensor.shape)})"
         other = ft.weights[name]
         if other.shape != tensor.shape:
             return (f"parameter {name!r} has shape {tuple(other.shape)} but in θ0 {base.path} "
                     f"it has shape {tuple(tensor.shape)}")
-    extra = next((n for n in ft.weights if n not in base.weights), None)
+    extra = next((n for n in ft.weights if n not in base.weights and not keeps_base(n, base.family)), None)
     if extra is not None:
         return (f"has parameter {extra!r} (shape {tuple(ft.weights[extra].shape)}), "
                 f"which θ0 {base.path} lacks")
@@ -206,7 +219,7 @@ def _merge(spec, progress):
             writers = [StreamWriter(path, expected_bytes=total) for path in spec.outputs]
             refs = [{} for _ in writers]
             for name, t0 in base.weights.items():
-                inputs = [ft.weights[name] for ft in finetuned]
+                inputs = [_input(name, t0, base, ft) for ft in finetuned]
                 alphas = [methods.alpha_for(name, a, layer_alphas) for a in spec.alphas]
 
                 def write(j, tensor):
@@ -217,7 +230,8 @@ def _merge(spec, progress):
                 counts[done].append(name)
                 base.release(t0)
                 for ft, t in zip(finetuned, inputs):
-                    ft.release(t)
+                    if t is not t0:
+                        ft.release(t)
                 bar.update(t0.numel() * t0.element_size())
             bar.close()
             weight_key = "model_weight" if base.family in ("hubert", "wav2vec2") else "model"
@@ -261,6 +275,13 @@ def run(options, config=None, progress=True):
     if names:
         _check_register(names, spec.force)
     written = merge(spec, progress=progress)
+    if spec.authors_config is not None:
+        import yaml
+
+        from speechft_upstream.checkpoints.files import write_text_atomic
+
+        write_text_atomic(yaml.safe_dump(spec.authors_config, default_flow_style=False),
+                          written[0].with_name(merge_config.AUTHORS_CONFIG_NAME))
     if names:
         from speechft_upstream.upstream import registry
 
@@ -273,6 +294,9 @@ def describe(spec, written, registered):
     lines = []
     for path, alpha in zip(written, spec.alphas):
         lines.append(f"wrote {path} ({spec.method}, α = {alpha:g}, from {len(spec.finetuned)} fine-tuned)")
+    if spec.authors_config is not None:
+        lines.append(f"wrote {written[0].with_name(merge_config.AUTHORS_CONFIG_NAME)} (the merge config, "
+                     "as the authors' merge_model.py writes it)")
     for name in registered:
         lines.append(f"registered upstream {name!r} (use -u {name} in s3prl's runner)")
     return "\n".join(lines)
