@@ -84,7 +84,7 @@ def test_missing_files_are_one_line(data, tmp_path, tiny_hubert):
     proc = recipe("sd", "evaluate", "--ckpt", tiny_hubert, "--data", sd, "--exp", tmp_path / "e1", "--device", "cpu")
     lines = error_lines(proc)
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
-    assert "missing test/rttm (SD data layout: downstream_recipes/README.md)" in lines[0]
+    assert "missing test/rttm (SD data layout: Kaldi folders train/ dev/ test/" in lines[0] and "downstream_recipes/README.md" in lines[0]
     assert "training" not in proc.stderr  # refused before the runner starts
     shutil.copy(data / "sd" / "test" / "rttm", sd / "test" / "rttm")
     moved = sd / "dev" / "wav" / "dev_0000.wav"
