@@ -62,7 +62,8 @@ def _merge(args):
     options = {"base": args.base, "finetuned": args.finetuned, "alpha": args.alpha, "output": args.output,
                "method": args.method, "weights": args.weights, "density": args.density, "seed": args.seed,
                "layer_alpha": args.layer_alpha, "extrapolate": args.extrapolate, "force": args.force,
-               "register": args.register}
+               "register": args.register, "align_audio": args.align_audio, "align_points": args.align_points,
+               "repair_audio": args.repair_audio, "align_max_seconds": args.align_max_seconds}
     print(run.describe(*run.run(options, args.config)))
 
 
@@ -137,6 +138,12 @@ def build_parser():
     p.add_argument("--extrapolate", action="store_true", help="allow α outside [0, 1]")
     p.add_argument("--force", action="store_true", help="replace existing outputs (and registrations)")
     p.add_argument("--register", metavar="NAME", help="also register the output as upstream NAME")
+    p.add_argument("--align-audio", metavar="DIR", help="align each θ′ to θ0 on this audio before merging "
+                                                        "(permutation alignment, as `speechft align`)")
+    p.add_argument("--align-points", metavar="cnn,ffn,attn[,residual]", help="points to align (default cnn,ffn,attn)")
+    p.add_argument("--repair-audio", metavar="DIR", help="REPAIR: reset the merged model's unit statistics to "
+                                                         "the interpolated endpoints' on this audio (linear only)")
+    p.add_argument("--align-max-seconds", type=float, metavar="S", help="use at most S seconds of that audio")
     p.add_argument("--config", metavar="merge.yaml", help="YAML merge config")
     p.set_defaults(func=_merge)
 

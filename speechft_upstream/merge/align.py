@@ -90,7 +90,8 @@ def compute_spec(a, b, audio, points, max_seconds=None, say=None, warn=None):
     family = a.family
     cfg = stats.settings(a.top, family)
     layout = permute.layout_of(a.weights, cfg["heads"], cfg["pos_groups"])
-    models = [stats.Stages(stats.build_model(s.top, family, s.weights), family) for s in (a, b)]
+    # both built from A's configuration: B may be a runner checkpoint, which carries none
+    models = [stats.Stages(stats.build_model(a.top, family, s.weights), family) for s in (a, b)]
     chunks = stats.pieces(audio, max_seconds)
     say(f"aligning on {len(chunks)} audio pieces, {sum(c.shape[1] for _, c in chunks) / stats.SAMPLE_RATE:.1f} s")
     xs = [[c for _, c in chunks] for _ in models]
