@@ -69,7 +69,7 @@ def check_pair(a, b):
     difference = _first_difference(a, b)
     if difference:
         raise SpeechFTError(f"{b.path}: {difference.replace('θ0', 'the reference')}: not the same architecture")
-    if stats.settings(a.top, a.family) != stats.settings(b.top, b.family):
+    if a.family in SUPPORTED and stats.settings(a.top, a.family) != stats.settings(b.top, b.family):
         raise SpeechFTError(f"{b.path}: its attention heads or pos_conv groups differ from the reference {a.path}'s")
 
 
@@ -121,6 +121,7 @@ def compute_spec(a, b, audio, points, max_seconds=None, say=None, warn=None):
             else:
                 spec[point], summary[point] = perm, info
         _release_stage(stage, a, b)
+        stats.trim_heap()
         say(f"  {stage}: matched {', '.join(p for p in result if not p.startswith('resid.')) or '-'}")
     if residual is not None:
         blocks, (perm,) = match_blocks([residual], layout["pos_groups"])
@@ -154,7 +155,8 @@ def _check_frames(frames, points, layout, audio):
     for point, units in needs:
         if frames <= units:
             raise SpeechFTError(f"{audio}: {frames} encoder frames of audio, fewer than the {units} units to "
-                                f"match at {point}; give at least {units * 2 * 320 / stats.SAMPLE_RATE:.0f} s")
+                                f"match at {point}; give more than {units * 320 / stats.SAMPLE_RATE:.1f} s (several times that "
+                                "for stable matches)")
 
 
 def _finish_stage(accumulators, layout, warn, path):
