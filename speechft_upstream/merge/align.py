@@ -256,3 +256,16 @@ def describe_summary(summary):
         lines.append(f"  {point}: {info['moved']}/{info['units']} units moved{extra}; "
                      f"mean correlation {info['corr_before']:.3f} -> {info['corr_after']:.3f}")
     return lines
+
+
+def align_inputs(spec, base, finetuned, progress):
+    """--align-audio: permute each θ′ (in memory) to match θ0; the summaries go to provenance."""
+    say = (lambda m: print(m, flush=True)) if progress else None
+    summaries = []
+    for ft in finetuned:
+        check_points(base.family, spec.align_points, ft.path)
+        perms, summary, layout = compute_spec(base, ft, spec.align_audio, spec.align_points,
+                                              spec.align_max_seconds, say)
+        ft.weights = permute.apply(ft.weights, perms, layout)
+        summaries.append(summary)
+    return {"alignment": summaries, "align_audio": spec.align_audio, "align_points": list(spec.align_points)}

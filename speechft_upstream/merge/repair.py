@@ -104,3 +104,19 @@ def measure(top, family, weights, audio, max_seconds=None):
     for stage in model.names:
         out.update(_moments([model], xs, stage, _points(model, stage))[0])
     return out
+
+
+def repair_outputs(spec, base, finetuned, held, refs, writers, progress):
+    """--repair-audio: REPAIR each merged model in memory, then write it."""
+    say = (lambda m: print(m, flush=True)) if progress else None
+    weights = spec.weights or [1.0] * len(finetuned)
+    endpoints = [base.weights] + [ft.weights for ft in finetuned]
+    points = 0
+    for j, alpha in enumerate(spec.alphas):
+        lambdas = [1.0 - alpha] + [alpha * w / sum(weights) for w in weights]
+        fixed, done = repair(held[j], base.top, base.family, endpoints, lambdas, spec.repair_audio,
+                             spec.align_max_seconds, say)
+        for name, tensor in fixed.items():
+            refs[j][name] = writers[j].add(tensor)
+        held[j], points = None, len(done)
+    return {"audio": spec.repair_audio, "points": points}

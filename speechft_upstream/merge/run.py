@@ -183,7 +183,9 @@ def _merge(spec, progress):
     finetuned = [Source(p, allow_runner=True) for p in spec.finetuned]
     _check_compatible(base, finetuned)
     layer_alphas = merge_config.resolve_layer_alphas(spec, _n_layers(base.weights), base.path)
-    extra = _align_inputs(spec, base, finetuned, progress)
+    from speechft_upstream.merge import align, repair
+
+    extra = align.align_inputs(spec, base, finetuned, progress) if spec.align_audio else {}
     options = dict(weights=spec.weights, density=spec.density, seed=spec.seed)
 
     from tqdm import tqdm
@@ -214,7 +216,7 @@ def _merge(spec, progress):
                 bar.update(t0.numel() * t0.element_size())
             bar.close()
             if held is not None:
-                extra["repair"] = _repair(spec, base, finetuned, held, refs, writers, progress)
+                extra["repair"] = repair.repair_outputs(spec, base, finetuned, held, refs, writers, progress)
             weight_key = "model_weight" if base.family in ("hubert", "wav2vec2") else "model"
             for writer, ref, alpha in zip(writers, refs, spec.alphas):
                 top = dict(base.top)
@@ -227,41 +229,6 @@ def _merge(spec, progress):
             for writer in writers:
                 writer.abort()
             raise
-
-
-def _align_inputs(spec, base, finetuned, progress):
-    """--align-audio: permute each θ′ (in memory) to match θ0; the summaries go to provenance."""
-    if not spec.align_audio:
-        return {}
-    from speechft_upstream.merge import align, permute
-
-    say = (lambda m: print(m, flush=True)) if progress else None
-    summaries = []
-    for ft in finetuned:
-        align.check_points(base.family, spec.align_points, ft.path)
-        perms, summary, layout = align.compute_spec(base, ft, spec.align_audio, spec.align_points,
-                                                    spec.align_max_seconds, say)
-        ft.weights = permute.apply(ft.weights, perms, layout)
-        summaries.append(summary)
-    return {"alignment": summaries, "align_audio": spec.align_audio, "align_points": list(spec.align_points)}
-
-
-def _repair(spec, base, finetuned, held, refs, writers, progress):
-    """--repair-audio: REPAIR each merged model in memory, then write it."""
-    from speechft_upstream.merge import repair
-
-    say = (lambda m: print(m, flush=True)) if progress else None
-    weights = spec.weights or [1.0] * len(finetuned)
-    endpoints = [base.weights] + [ft.weights for ft in finetuned]
-    points = 0
-    for j, alpha in enumerate(spec.alphas):
-        lambdas = [1.0 - alpha] + [alpha * w / sum(weights) for w in weights]
-        fixed, done = repair.repair(held[j], base.top, base.family, endpoints, lambdas, spec.repair_audio,
-                                    spec.align_max_seconds, say)
-        for name, tensor in fixed.items():
-            refs[j][name] = writers[j].add(tensor)
-        held[j], points = None, len(done)
-    return {"audio": spec.repair_audio, "points": points}
 
 
 def _register_names(spec):
