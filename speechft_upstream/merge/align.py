@@ -80,7 +80,7 @@ def check_points(family, points, path):
     if refused:
         raise SpeechFTError(f"{path}: WavLM's gated relative position bias reads each head's slice of the "
                             f"unprojected layer input, so {' and '.join(refused)} cannot be permuted without "
-                            "changing its function; use --points cnn,ffn")
+                            "changing its function; use --points cnn,ffn (speechft merge: --align-points cnn,ffn)")
 
 
 def compute_spec(a, b, audio, points, max_seconds=None, say=None, warn=None):
