@@ -14,7 +14,7 @@ from speechft_upstream.merge.methods import DEFAULT_DENSITY, DEFAULT_EPSILON, DE
 
 OURS = ("base", "finetuned", "alpha", "method", "output", "weights", "density", "seed",
         "layer_alpha", "extrapolate", "force", "register", "family", "gamma", "epsilon", "audio",
-        "offdiag_scale", "max_seconds")
+        "offdiag_scale", "max_seconds", "align_audio", "align_points", "repair_audio", "align_max_seconds")
 # The authors' keys and the speechft key each one feeds.
 AUTHORS = {"merge_method": "method", "base_model_ckpt_path": "base", "finetune_model_paths": "finetuned",
            "base_model_name": "family", "output_dir": "output_dir", "alpha": "alpha",
@@ -55,6 +55,10 @@ class MergeSpec:
     max_seconds: float = None  # regmean: audio used at most
     source: dict = field(default_factory=dict)  # the config file's path, for provenance
     authors_config: dict = None  # an authors'-keys config, written beside output_dir/merged_model.pt
+    align_audio: str = None  # align each θ′ to θ0 on this audio before merging (merge/align.py)
+    align_points: tuple = ("cnn", "ffn", "attn")
+    repair_audio: str = None  # REPAIR the merged model's statistics on this audio (merge/repair.py)
+    align_max_seconds: float = None
 
 
 def _fail(origin, message):
@@ -275,7 +279,27 @@ def build(options, config=None):
                      extrapolate=extrapolate, force=force, register=register, family=family,
                      gamma=gamma, epsilon=epsilon, audio=audio, offdiag_scale=offdiag_scale,
                      max_seconds=max_seconds, source={"config": str(Path(config).resolve())} if config else {},
-                     authors_config=authors)
+                     authors_config=authors, **_align_options(origin, values, method, layer_alpha))
+
+
+def _align_options(origin, values, method, layer_alpha):
+    """--align-audio / --repair-audio / --align-points / --align-max-seconds, checked up front."""
+    from speechft_upstream.merge.align import DEFAULT_POINTS, parse_points
+
+    align_audio, repair_audio = values.get("align_audio"), values.get("repair_audio")
+    points = parse_points(values["align_points"], f"{origin}: align_points") if values.get("align_points") else DEFAULT_POINTS
+    for key, folder in (("align_audio", align_audio), ("repair_audio", repair_audio)):
+        if folder is not None and not Path(folder).is_dir():
+            _fail(folder, f"no such folder ({key.replace('_', '-')} takes the folder that holds the audio)")
+    if repair_audio is not None and (method != "linear" or layer_alpha is not None):
+        _fail(origin, "REPAIR interpolates the endpoints' statistics: it needs --method linear and one global α")
+    seconds = values.get("align_max_seconds")
+    if seconds is not None:
+        seconds = _floats(origin, "align_max_seconds", seconds, allow_list=False)[0]
+        if seconds <= 0:
+            _fail(origin, f"align_max_seconds = {seconds:g} is not a positive number of seconds")
+    return dict(align_audio=str(align_audio) if align_audio else None, align_points=points,
+                repair_audio=str(repair_audio) if repair_audio else None, align_max_seconds=seconds)
 
 
 # The authors' keys that command-line options can override, and the option behind each.
