@@ -42,6 +42,9 @@ options:
   --exp DIR          experiment folder (the runner's -p)
   --beta B           finetune: head-only fraction of the steps (default 0.1)
   --steps N          total optimizer steps (default: the config's, SUPERB's)
+  --max-steps N      the same as --steps; with --patience, the cap
+  --patience N       evaluate: stop once N evaluations in a row (every eval_step) did not improve
+                     the dev metric (EXP/early_stopping.json); default: train all --steps
   --batch-size N     training batch size (default: the config's)
   --lr LR            learning rate (default: evaluate the config's, finetune 1.0e-4)
   --workers N        data loader workers (default: the config's)
@@ -71,15 +74,16 @@ recipe_main() {
     *) recipe_die "unknown mode '$mode' (finetune or evaluate; -h for help)" ;;
   esac
   local upstream=speechft_hubert ckpt="" data="" exp="" beta=0.1 steps="" batch="" lr="" workers=""
-  local device="" nproc=1 seed=1337 extra=""
+  local device="" nproc=1 seed=1337 extra="" patience=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
       -h|--help) recipe_usage; return 0 ;;
-      --upstream|--ckpt|--data|--exp|--beta|--steps|--batch-size|--lr|--workers|--device|--nproc|--seed|-o|--override)
+      --upstream|--ckpt|--data|--exp|--beta|--steps|--max-steps|--batch-size|--lr|--workers|--device|--nproc|--seed|--patience|-o|--override)
         [[ $# -ge 2 ]] || recipe_die "$1 needs a value"
         case "$1" in
           --upstream) upstream="$2" ;; --ckpt) ckpt="$2" ;; --data) data="$2" ;; --exp) exp="$2" ;;
-          --beta) beta="$2" ;; --steps) steps="$2" ;; --batch-size) batch="$2" ;; --lr) lr="$2" ;;
+          --beta) beta="$2" ;; --steps|--max-steps) steps="$2" ;; --batch-size) batch="$2" ;; --lr) lr="$2" ;;
+          --patience) patience="$2" ;;
           --workers) workers="$2" ;; --device) device="$2" ;; --nproc) nproc="$2" ;; --seed) seed="$2" ;;
           -o|--override) extra="${extra:+$extra,,}$2" ;;
         esac
@@ -101,6 +105,10 @@ recipe_main() {
   fi
   [[ -z "$ckpt" || -f "$ckpt" ]] || recipe_die "$ckpt: no such checkpoint file"
   [[ "$nproc" =~ ^[1-9][0-9]*$ ]] || recipe_die "--nproc must be a positive integer, got '$nproc'"
+  if [[ -n "$patience" ]]; then
+    [[ "$patience" =~ ^[1-9][0-9]*$ ]] || recipe_die "--patience must be a positive integer, got '$patience'"
+    [[ "$mode" == evaluate ]] || recipe_die "--patience is for evaluate (finetune's schedule needs its fixed step budget)"
+  fi
   for v in "$steps" "$batch" "$workers" "$seed"; do
     [[ -z "$v" || "$v" =~ ^[0-9]+$ ]] || recipe_die "'$v' is not a non-negative integer"
   done
@@ -132,6 +140,7 @@ recipe_main() {
     ov_args+=(--lr "$lr")
   fi
   for item in ${TASK_OVERRIDES[@]+"${TASK_OVERRIDES[@]}"}; do ov_args+=(--extra "$item"); done
+  [[ -z "$patience" ]] || ov_args+=(--extra "config.runner.speechft_patience=$patience")
   [[ -z "$extra" ]] || ov_args+=(--extra "$extra")
   local overrides; overrides="$("${tool[@]}" overrides "${ov_args[@]}")" || exit 1
 
@@ -182,5 +191,8 @@ EOF
     --upstream "$upstream" --runner-ckpt "$picked" --output "$exp/results.json" \
     --higher-is-better "$HIGHER_IS_BETTER" ${ckpt:+--encoder-ckpt "$ckpt"} "${res_extra[@]}" >/dev/null \
     || exit 1
+  # per-item outcomes for the paired tests: the test split (the picked checkpoint) and the last dev pass
+  "${tool[@]}" items "$exp" --split "$TEST_SPLIT" --output "$exp/items.json" --check "$exp/results.json" || exit 1
+  "${tool[@]}" items "$exp" --split "$DEV_SPLIT" --output "$exp/dev_items.json" || exit 1
   echo "[${TASK}.sh] $TEST_SPLIT $METRIC = $("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["value"])' "$exp/results.json") -> $exp/results.json" >&2
 }

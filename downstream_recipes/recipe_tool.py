@@ -3,6 +3,8 @@
     recipe_tool.py overrides ...        the runner's -o string for a recipe run
     recipe_tool.py pick CONFIG EXP      the runner checkpoint to evaluate / extract
     recipe_tool.py result ...           parse the test metric from a runner log, write results.json
+    recipe_tool.py items EXP ...        per-item outcomes of a split (s3prl's prediction files)
+                                        -> items.json, for the paired tests
     recipe_tool.py runner [--cache-dir DIR] -- ARGS
                                         s3prl's unmodified runner (torchrun-aware), with the
                                         voxceleb1 file-list cache moved out of s3prl's installed
@@ -110,6 +112,9 @@ def result(args):
         "runner_ckpt": os.path.abspath(args.runner_ckpt),
         "higher_is_better": args.higher_is_better,
     }
+    stopping = Path(args.runner_ckpt).parent / "early_stopping.json"
+    if stopping.is_file():  # written by speechft's early stopping (compat/early_stop.py)
+        results["early_stopping"] = json.loads(stopping.read_text())
     for item in args.extra:
         key, value = item.split("=", 1)
         results[key] = value
@@ -118,6 +123,27 @@ def result(args):
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     os.replace(tmp, out)
     print(json.dumps(results))
+
+
+def items(args):
+    from speechft_upstream.checkpoints import files
+    from speechft_upstream.errors import SpeechFTError
+    from speechft_upstream.evaluate import items as items_module
+
+    if items_module.find(args.exp, args.split) is None:  # a downstream that logs no items
+        print(f"[recipe_tool] {args.exp}: no per-item predictions of {args.split}; no {args.output}", file=sys.stderr)
+        return 0
+    try:
+        record = items_module.collect(args.exp, args.split)
+    except SpeechFTError as err:
+        fail(str(err))
+    record["value"] = items_module.value(record)
+    if args.check:  # the items must give the number the runner printed
+        expected = json.loads(Path(args.check).read_text())["value"]
+        if abs(record["value"] - expected) > 1e-6 * max(1.0, abs(expected)):
+            fail(f"{args.exp}: the {args.split} items give {record['value']}, the runner printed {expected}")
+    files.write_json_atomic(record, args.output, indent=1)
+    return 0
 
 
 def runner(args):
@@ -166,6 +192,12 @@ def main(argv=None):
     p.add_argument("--higher-is-better", type=lambda s: s == "true", default=True)
     p.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=result)
+    p = sub.add_parser("items")
+    p.add_argument("exp")
+    p.add_argument("--split", default="test")
+    p.add_argument("--output", required=True)
+    p.add_argument("--check", metavar="RESULTS_JSON", help="fail unless the items give results.json's value")
+    p.set_defaults(func=items)
     p = sub.add_parser("runner")
     p.add_argument("--cache-dir")
     p.add_argument("runner_args", nargs=argparse.REMAINDER)
