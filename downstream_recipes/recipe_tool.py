@@ -5,7 +5,7 @@
     recipe_tool.py result ...           parse the test metric from a runner log, write results.json
     recipe_tool.py items EXP ...        per-item outcomes of a split (s3prl's prediction files)
                                         -> items.json, for the paired tests
-    recipe_tool.py runner [--cache-dir DIR] -- ARGS
+    recipe_tool.py runner [--cache-dir DIR] -- [--log FILE] ARGS [--next [--log FILE] ARGS ...]
                                         s3prl's unmodified runner (torchrun-aware), with the
                                         voxceleb1 file-list cache moved out of s3prl's installed
                                         package into the experiment. The startup hook keys that
@@ -146,6 +146,40 @@ def items(args):
     return 0
 
 
+class _Tee:
+    """Writes to the console stream and to one run's log file."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text):
+        self.log.write(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.log.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _segments(argv):
+    """Runner argument lists separated by --next; each may start with --log FILE."""
+    runs, current = [], []
+    for arg in argv + ["--next"]:
+        if arg == "--next":
+            log = None
+            if len(current) >= 2 and current[0] == "--log":
+                log, current = current[1], current[2:]
+            if current:
+                runs.append((log, current))
+            current = []
+        else:
+            current.append(arg)
+    return runs
+
+
 def runner(args):
     argv = list(args.runner_args)
     if argv and argv[0] == "--":
@@ -154,14 +188,32 @@ def runner(args):
         import s3prl.downstream.voxceleb1.dataset as voxceleb1
 
         voxceleb1.CACHE_PATH = os.path.join(args.cache_dir, "voxceleb1", "")
+    runs = _segments(argv)
     if os.environ.get("LOCAL_RANK") is not None:
+        if len(runs) != 1 or runs[0][0]:
+            fail("multi-process runs take one runner argument list and no --log")
         from speechft_upstream.upstream import launch
 
-        return launch.main(argv)
+        return launch.main(runs[0][1])
     import runpy
 
-    sys.argv = ["run_downstream.py", *argv]
-    runpy.run_module("s3prl.run_downstream", run_name="__main__", alter_sys=True)
+    from speechft_upstream.compat import timing
+
+    # Several runs (e.g. one per seed) in one process: the imports (about 5 s of CPU here, most
+    # of a short run) are paid once. s3prl's main seeds random, numpy and torch itself each time.
+    for log, run_args in runs:
+        sys.argv = ["run_downstream.py", *run_args]
+        timing.mark_run_start()
+        handle = open(log, "w", encoding="utf-8", errors="replace") if log else None
+        saved = sys.stdout, sys.stderr
+        if handle:
+            sys.stdout, sys.stderr = _Tee(sys.stdout, handle), _Tee(sys.stderr, handle)
+        try:
+            runpy.run_module("s3prl.run_downstream", run_name="__main__", alter_sys=True)
+        finally:
+            sys.stdout, sys.stderr = saved
+            if handle:
+                handle.close()
     return 0
 
 

@@ -13,6 +13,7 @@
 - Early stopping (speechft's, s3prl has none): with ``config.runner.speechft_patience: N`` the
   run ends once N evaluations in a row brought no new ``*-best.ckpt``; ``total_steps`` stays
   the cap. See ``early_stop.py``.
+- Timing (``timing.py``): start-up, upstream forward and the rest, to EXP/timing_<mode>.json.
 """
 
 _MARK = "_speechft"
@@ -30,6 +31,9 @@ def install(runner_module):
     from speechft_upstream.compat import early_stop
 
     early_stop.install(runner_module, Runner, overall)
+    from speechft_upstream.compat import timing
+
+    timing.install(Runner, overall)
 
 
 def _attach_stable_schedule(Runner):
