@@ -45,6 +45,9 @@ options:
   --max-steps N      the same as --steps; with --patience, the cap
   --patience N       evaluate: stop once N evaluations in a row (every eval_step) did not improve
                      the dev metric (EXP/early_stopping.json); default: train all --steps
+  --feature-cache MB evaluate: keep the frozen upstream's features per utterance in memory (up
+                     to MB), computed once per process; each utterance goes through the upstream
+                     alone (not padded into its batch): see speechft_upstream/compat/feature_cache.py
   --batch-size N     training batch size (default: the config's)
   --lr LR            learning rate (default: evaluate the config's, finetune 1.0e-4)
   --workers N        data loader workers (default: the config's)
@@ -76,16 +79,16 @@ recipe_main() {
     *) recipe_die "unknown mode '$mode' (finetune or evaluate; -h for help)" ;;
   esac
   local upstream=speechft_hubert ckpt="" data="" exp="" beta=0.1 steps="" batch="" lr="" workers=""
-  local device="" nproc=1 seed=1337 seeds="" extra="" patience=""
+  local device="" nproc=1 seed=1337 seeds="" extra="" patience="" fcache=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
       -h|--help) recipe_usage; return 0 ;;
-      --upstream|--ckpt|--data|--exp|--beta|--steps|--max-steps|--batch-size|--lr|--workers|--device|--nproc|--seed|--seeds|--patience|-o|--override)
+      --upstream|--ckpt|--data|--exp|--beta|--steps|--max-steps|--batch-size|--lr|--workers|--device|--nproc|--seed|--seeds|--patience|--feature-cache|-o|--override)
         [[ $# -ge 2 ]] || recipe_die "$1 needs a value"
         case "$1" in
           --upstream) upstream="$2" ;; --ckpt) ckpt="$2" ;; --data) data="$2" ;; --exp) exp="$2" ;;
           --beta) beta="$2" ;; --steps|--max-steps) steps="$2" ;; --batch-size) batch="$2" ;; --lr) lr="$2" ;;
-          --patience) patience="$2" ;; --seeds) seeds="$2" ;;
+          --patience) patience="$2" ;; --seeds) seeds="$2" ;; --feature-cache) fcache="$2" ;;
           --workers) workers="$2" ;; --device) device="$2" ;; --nproc) nproc="$2" ;; --seed) seed="$2" ;;
           -o|--override) extra="${extra:+$extra,,}$2" ;;
         esac
@@ -157,6 +160,11 @@ recipe_main() {
   fi
   for item in ${TASK_OVERRIDES[@]+"${TASK_OVERRIDES[@]}"}; do ov_args+=(--extra "$item"); done
   [[ -z "$patience" ]] || ov_args+=(--extra "config.runner.speechft_patience=$patience")
+  if [[ -n "$fcache" ]]; then
+    [[ "$fcache" =~ ^[0-9]+$ ]] || recipe_die "--feature-cache must be a size in MB, got '$fcache'"
+    [[ "$mode" == evaluate ]] || recipe_die "--feature-cache is for evaluate (a frozen upstream)"
+    ov_args+=(--extra "config.runner.speechft_feature_cache=$fcache")
+  fi
   [[ -z "$extra" ]] || ov_args+=(--extra "$extra")
   local overrides; overrides="$("${tool[@]}" overrides "${ov_args[@]}")" || exit 1
 

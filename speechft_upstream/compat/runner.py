@@ -13,6 +13,7 @@
 - Early stopping (speechft's, s3prl has none): with ``config.runner.speechft_patience: N`` the
   run ends once N evaluations in a row brought no new ``*-best.ckpt``; ``total_steps`` stays
   the cap. See ``early_stop.py``.
+- Frozen-upstream feature cache (``feature_cache.py``, ``runner.speechft_feature_cache: MB``).
 - Timing (``timing.py``): start-up, upstream forward and the rest, to EXP/timing_<mode>.json.
 """
 
@@ -24,6 +25,9 @@ def install(runner_module):
     if getattr(Runner._get_upstream, _MARK, False):
         return
     _attach_stable_schedule(Runner)
+    from speechft_upstream.compat import feature_cache
+
+    feature_cache.install(Runner)  # before timing, so that timing sees the cached forward
     ddp_class = runner_module.DDP
     _cpu_aware_ddp(runner_module)
     overall = _followers_count_steps(runner_module, Runner)

@@ -24,8 +24,9 @@ _RUN = {}  # when the current run began, for processes that run several (recipe_
 
 def mark_run_start():
     """Called before each run of a multi-run process: the next run's start-up counts from here."""
+    if "cpu" not in _RUN:
+        _RUN["first_wall"] = _process_age()
     _RUN["cpu"], _RUN["wall"] = time.process_time(), time.perf_counter()
-    _RUN.setdefault("first_wall", _process_age())
 
 
 def _startup():
@@ -116,6 +117,9 @@ def _write(runner, times):
               "train_other": r(max(0.0, times["train"] - forward["train"])) if runner.args.mode == "train" else 0.0,
               "evaluate_other": r(max(0.0, times["evaluate"] - forward["evaluate"])),
               "evaluations": times["evaluations"], "steps": times.get("steps"), "wall": r(times.get("wall"))}
+    cache = runner.upstream.model
+    if hasattr(cache, "hits"):  # compat/feature_cache.py
+        record["feature_cache"] = {"hits": cache.hits, "misses": cache.misses, "mb": round(cache.used / 2 ** 20, 1)}
     path = os.path.join(runner.args.expdir, f"timing_{runner.args.mode}.json")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
