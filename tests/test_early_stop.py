@@ -53,3 +53,29 @@ def test_bad_seed_and_patience_options(tmp_path, tiny_hubert):
         assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("speechft: error: " + message)
     proc = recipe("pr", "finetune", "--ckpt", tiny_hubert, "--data", data, "--exp", tmp_path / "f", "--patience", "2")
     assert proc.returncode == 1 and "--patience is for evaluate" in proc.stderr
+
+
+def test_feature_cache_gives_each_utterance_its_own_features_once(tiny_hubert):
+    import s3prl.hub as hub
+    import torch
+
+    from speechft_upstream.compat.feature_cache import CachedUpstream
+
+    inner = hub.hubert_local(ckpt=str(tiny_hubert)).eval()
+    cached = CachedUpstream(inner, 100, ("test", str(tiny_hubert))).eval()
+    g = torch.Generator().manual_seed(0)
+    wavs = [torch.randn(16000, generator=g), torch.randn(9600, generator=g)]
+    with torch.no_grad():
+        batch = cached(wavs)
+        alone = [inner([w]) for w in wavs]
+        again = cached(list(reversed(wavs)))
+    assert (cached.hits, cached.misses) == (2, 2)
+    for layer, states in enumerate(batch["hidden_states"]):
+        for b, out in enumerate(alone):
+            frames = out["hidden_states"][layer].size(1)
+            assert torch.equal(states[b, :frames], out["hidden_states"][layer][0])  # not padded into the batch
+            assert torch.all(states[b, frames:] == 0)
+        assert torch.equal(again["hidden_states"][layer][1], states[0])  # from the cache, in the new order
+    assert cached.get_downsample_rates("hidden_states") == inner.get_downsample_rates("hidden_states")
+    out = cached(wavs)  # gradients on: the upstream runs as usual (batched), nothing cached
+    assert (cached.hits, cached.misses) == (2, 2) and out["hidden_states"][0].requires_grad

@@ -46,6 +46,10 @@ SIZES = {
     },
 }
 
+# The frozen upstream's features are computed once per utterance and evaluation process (all
+# seeds of one encoder × task), see compat/feature_cache.py; this bounds the memory it may use.
+FEATURE_CACHE_MB = 2000
+
 BASELINE = "fbank"
 ENCODER_LABELS = {"fbank": "FBANK", "theta0": "θ0", "theta_prime": "θ′", "theta_hat": "θ̂"}
 
@@ -56,4 +60,5 @@ def eval_budget(size, task):
     steps, batch, lr = spec[:3]
     every = spec[3] if len(spec) > 3 else (steps if steps < 40 else steps // 4)
     return {"steps": steps, "batch": batch, "lr": lr, "eval_every": min(every, steps),
-            "patience": SIZES[size].get("patience"), "seeds": tuple(SIZES[size].get("seeds", (1337,)))}
+            "patience": SIZES[size].get("patience"), "seeds": tuple(SIZES[size].get("seeds", (1337,))),
+            "feature_cache_mb": FEATURE_CACHE_MB}

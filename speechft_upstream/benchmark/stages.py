@@ -72,7 +72,7 @@ def stage_theta0(work, size, seed, corpus_info):
 
 
 def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_hubert", ckpt=None, beta=None,
-               device="cpu", eval_every=None, patience=None, seeds=None):
+               device="cpu", eval_every=None, patience=None, seeds=None, feature_cache=None):
     recipe, _, _, _, _ = TASKS[task]
     cmd = ["bash", RECIPES / recipe, mode, "--upstream", upstream, "--data", data, "--exp", exp,
            "--steps", steps, "--batch-size", batch, "--lr", lr, "--workers", 0, "--device", device,
@@ -89,6 +89,8 @@ def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_huber
         cmd += ["--patience", patience]
     if seeds:
         cmd += ["--seeds", ",".join(map(str, seeds))]
+    if feature_cache:
+        cmd += ["--feature-cache", feature_cache]
     return cmd
 
 
@@ -153,7 +155,7 @@ def _eval_one(stage, task, data, encoder, budget, device, slots=None):
     upstream, ckpt = ("fbank", None) if encoder["name"] == BASELINE else ("speechft_hubert", encoder["path"])
     cmd = recipe_cmd(task, "evaluate", data, exp, budget["steps"], budget["batch"], budget["lr"], upstream=upstream,
                      ckpt=ckpt, device=device, eval_every=budget["eval_every"], patience=budget["patience"],
-                     seeds=budget["seeds"])
+                     seeds=budget["seeds"], feature_cache=budget["feature_cache_mb"])
     run_cmd(cmd, log=stage.folder / "run.log", stream=False)
     seeds, kept = {}, []
     for seed in budget["seeds"]:
