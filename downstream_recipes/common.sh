@@ -223,15 +223,17 @@ EOF
   if declare -F task_extra_results >/dev/null; then
     while IFS= read -r item; do res_extra+=(--extra "$item"); done < <(task_extra_results)
   fi
+  local res_runs=()
   for i in "${!exps[@]}"; do
-    e="${exps[$i]}"
-    "${tool[@]}" result --log "$e/evaluate.log" --task "$TASK" --metric "$METRIC" --split "$TEST_SPLIT" \
-      --upstream "$upstream" --runner-ckpt "${picks[$i]}" --output "$e/results.json" \
-      --higher-is-better "$HIGHER_IS_BETTER" ${ckpt:+--encoder-ckpt "$ckpt"} --extra "seed=${seed_list[$i]}" \
-      "${res_extra[@]}" >/dev/null || exit 1
-    # per-item outcomes for the paired tests: the test split (the picked checkpoint) and the last dev pass
-    "${tool[@]}" items "$e" --split "$TEST_SPLIT" --output "$e/items.json" --check "$e/results.json" || exit 1
-    "${tool[@]}" items "$e" --split "$DEV_SPLIT" --output "$e/dev_items.json" || exit 1
-    echo "[${TASK}.sh] seed ${seed_list[$i]}: $TEST_SPLIT $METRIC = $("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["value"])' "$e/results.json") -> $e/results.json" >&2
+    res_runs+=(--log "${exps[$i]}/evaluate.log" --runner-ckpt "${picks[$i]}" --output "${exps[$i]}/results.json"
+               --seed "${seed_list[$i]}")
+  done
+  # one call for every seed; per-item outcomes for the paired tests: the test split (the picked
+  # checkpoint, checked against the printed value) and the last dev pass
+  "${tool[@]}" result --task "$TASK" --metric "$METRIC" --split "$TEST_SPLIT" --upstream "$upstream" \
+    --higher-is-better "$HIGHER_IS_BETTER" ${ckpt:+--encoder-ckpt "$ckpt"} "${res_runs[@]}" \
+    --items --dev-items "$DEV_SPLIT" "${res_extra[@]}" >/dev/null || exit 1
+  for i in "${!exps[@]}"; do
+    echo "[${TASK}.sh] seed ${seed_list[$i]}: $TEST_SPLIT $METRIC = $("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["value"])' "${exps[$i]}/results.json") -> ${exps[$i]}/results.json" >&2
   done
 }

@@ -2,7 +2,8 @@
 
     recipe_tool.py overrides ...        the runner's -o string for a recipe run
     recipe_tool.py pick CONFIG EXP      the runner checkpoint to evaluate / extract
-    recipe_tool.py result ...           parse the test metric from a runner log, write results.json
+    recipe_tool.py result ...           parse the test metric from runner logs, write results.json
+                                        (and items.json / dev_items.json) per run
     recipe_tool.py items EXP ...        per-item outcomes of a split (s3prl's prediction files)
                                         -> items.json, for the paired tests
     recipe_tool.py runner [--cache-dir DIR] -- [--log FILE] ARGS [--next [--log FILE] ARGS ...]
@@ -92,57 +93,68 @@ def pick(args):
 
 
 def result(args):
-    text = Path(args.log).read_text(errors="replace")
-    pattern = re.compile(rf"^{re.escape(args.split)} {re.escape(args.metric)}: ([-+0-9.eE]+|nan|inf)\s*$", re.M)
-    found = pattern.findall(text)
-    if not found:
-        fail(f"{args.log}: no '{args.split} {args.metric}: VALUE' line from the runner")
+    """results.json per run (several runs in one call: one torch import), with the runs' items."""
+    n = len(args.log)
+    if not (len(args.runner_ckpt) == len(args.output) == n) or (args.seed and len(args.seed) != n):
+        fail("result: give --log, --runner-ckpt, --output (and --seed) once per run")
     from speechft_upstream.checkpoints import files
 
-    states = files.load(args.runner_ckpt, allowed=files.RUNNER_ALLOWED)
-    results = {
-        "task": args.task,
-        "metric": args.metric,
-        "value": float(found[-1]),
-        "split": args.split,
-        "encoder_ckpt": os.path.abspath(args.encoder_ckpt) if args.encoder_ckpt else None,
-        "upstream": args.upstream,
-        "steps": int(states["Config"]["runner"]["total_steps"]),
-        "checkpoint_step": int(states["Step"]),
-        "runner_ckpt": os.path.abspath(args.runner_ckpt),
-        "higher_is_better": args.higher_is_better,
-    }
-    stopping = Path(args.runner_ckpt).parent / "early_stopping.json"
-    if stopping.is_file():  # written by speechft's early stopping (compat/early_stop.py)
-        results["early_stopping"] = json.loads(stopping.read_text())
-    for item in args.extra:
-        key, value = item.split("=", 1)
-        results[key] = value
-    out = Path(args.output)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, out)
-    print(json.dumps(results))
+    pattern = re.compile(rf"^{re.escape(args.split)} {re.escape(args.metric)}: ([-+0-9.eE]+|nan|inf)\s*$", re.M)
+    for i, (log, runner_ckpt, output) in enumerate(zip(args.log, args.runner_ckpt, args.output)):
+        found = pattern.findall(Path(log).read_text(errors="replace"))
+        if not found:
+            fail(f"{log}: no '{args.split} {args.metric}: VALUE' line from the runner")
+        states = files.load(runner_ckpt, allowed=files.RUNNER_ALLOWED)
+        results = {
+            "task": args.task,
+            "metric": args.metric,
+            "value": float(found[-1]),
+            "split": args.split,
+            "encoder_ckpt": os.path.abspath(args.encoder_ckpt) if args.encoder_ckpt else None,
+            "upstream": args.upstream,
+            "steps": int(states["Config"]["runner"]["total_steps"]),
+            "checkpoint_step": int(states["Step"]),
+            "runner_ckpt": os.path.abspath(runner_ckpt),
+            "higher_is_better": args.higher_is_better,
+        }
+        stopping = Path(runner_ckpt).parent / "early_stopping.json"
+        if stopping.is_file():  # written by speechft's early stopping (compat/early_stop.py)
+            results["early_stopping"] = json.loads(stopping.read_text())
+        if args.seed:
+            results["seed"] = args.seed[i]
+        for item in args.extra:
+            key, value = item.split("=", 1)
+            results[key] = value
+        files.write_json_atomic(results, output, indent=2)
+        exp = Path(output).parent
+        if args.items:  # the test split's items must give the value the runner printed
+            _write_items(exp, args.split, exp / "items.json", check=results["value"])
+        if args.dev_items:
+            _write_items(exp, args.dev_items, exp / "dev_items.json")
+        print(json.dumps(results))
 
 
-def items(args):
+def _write_items(exp, split, output, check=None):
     from speechft_upstream.checkpoints import files
     from speechft_upstream.errors import SpeechFTError
     from speechft_upstream.evaluate import items as items_module
 
-    if items_module.find(args.exp, args.split) is None:  # a downstream that logs no items
-        print(f"[recipe_tool] {args.exp}: no per-item predictions of {args.split}; no {args.output}", file=sys.stderr)
-        return 0
+    if items_module.find(exp, split) is None:  # a downstream that logs no items
+        print(f"[recipe_tool] {exp}: no per-item predictions of {split}; no {output}", file=sys.stderr)
+        return
     try:
-        record = items_module.collect(args.exp, args.split)
+        record = items_module.collect(exp, split)
     except SpeechFTError as err:
         fail(str(err))
     record["value"] = items_module.value(record)
-    if args.check:  # the items must give the number the runner printed
-        expected = json.loads(Path(args.check).read_text())["value"]
-        if abs(record["value"] - expected) > 1e-6 * max(1.0, abs(expected)):
-            fail(f"{args.exp}: the {args.split} items give {record['value']}, the runner printed {expected}")
-    files.write_json_atomic(record, args.output, indent=1)
+    if check is not None and abs(record["value"] - check) > 1e-6 * max(1.0, abs(check)):
+        fail(f"{exp}: the {split} items give {record['value']}, the runner printed {check}")
+    files.write_json_atomic(record, output, indent=1)
+
+
+def items(args):
+    check = json.loads(Path(args.check).read_text())["value"] if args.check else None
+    _write_items(args.exp, args.split, args.output, check)
     return 0
 
 
@@ -238,8 +250,13 @@ def main(argv=None):
     p.add_argument("--dev-split", default="dev")
     p.set_defaults(func=pick)
     p = sub.add_parser("result")
-    for name in ("log", "task", "metric", "split", "upstream", "runner_ckpt", "output"):
-        p.add_argument(f"--{name.replace('_', '-')}", required=True)
+    for name in ("task", "metric", "split", "upstream"):
+        p.add_argument(f"--{name}", required=True)
+    for name in ("log", "runner_ckpt", "output"):  # once per run
+        p.add_argument(f"--{name.replace('_', '-')}", action="append", required=True)
+    p.add_argument("--seed", action="append", default=[])
+    p.add_argument("--items", action="store_true", help="also OUTPUT's folder/items.json of the split")
+    p.add_argument("--dev-items", metavar="SPLIT", help="also OUTPUT's folder/dev_items.json of SPLIT")
     p.add_argument("--encoder-ckpt")
     p.add_argument("--higher-is-better", type=lambda s: s == "true", default=True)
     p.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE")
