@@ -191,15 +191,28 @@ EOF
     echo "[${TASK}.sh] $mode: training (-d $DOWNSTREAM, $nproc process(es), log $exp/train.log)" >&2
     "$py" -m torch.distributed.run --standalone --nproc_per_node "$nproc" "${run[@]}" "${train[@]}" -p "$exp" \
       --seed "$seed" 2>&1 | tee "$exp/train.log" || recipe_die "training failed (exit ${PIPESTATUS[0]}); see $exp/train.log"
+    if [[ "$mode" == evaluate ]]; then
+      "$py" "${run[@]}" --log "$exp/evaluate.log" -m evaluate -e "@pick:$exp:$DEV_SPLIT" -t "$TEST_SPLIT" \
+        --device "$device" || recipe_die "evaluation failed; see $exp/evaluate.log"
+    fi
+  elif [[ "$mode" == finetune ]]; then
+    echo "[${TASK}.sh] $mode: training (-d $DOWNSTREAM, log $exp/train.log)" >&2
+    "$py" "${run[@]}" --log "$exp/train.log" "${train[@]}" -p "$exp" --seed "$seed" \
+      || recipe_die "training failed; see $exp/train.log"
   else
-    # one process for all seeds (the runner's imports are paid once); each run logs to its own train.log
+    # one process trains every seed, then tests each one's dev-best (else last) checkpoint: the
+    # runner's imports are paid once; each run logs to its own train.log / evaluate.log
     local segments=() i
     for i in "${!seed_list[@]}"; do
       [[ "$i" == 0 ]] || segments+=(--next)
       segments+=(--log "${exps[$i]}/train.log" "${train[@]}" -p "${exps[$i]}" --seed "${seed_list[$i]}")
     done
-    echo "[${TASK}.sh] $mode: training (-d $DOWNSTREAM, seed(s) ${seed_list[*]}, log(s) ${exps[*]/%//train.log})" >&2
-    "$py" "${run[@]}" "${segments[@]}" || recipe_die "training failed; see ${exps[*]/%//train.log}"
+    for i in "${!seed_list[@]}"; do
+      segments+=(--next --log "${exps[$i]}/evaluate.log" -m evaluate -e "@pick:${exps[$i]}:$DEV_SPLIT"
+                 -t "$TEST_SPLIT" --device "$device")
+    done
+    echo "[${TASK}.sh] evaluate: training seed(s) ${seed_list[*]} (-d $DOWNSTREAM), then each dev-best (else last) checkpoint on $TEST_SPLIT; logs: ${exps[*]/%//train.log} and evaluate.log" >&2
+    "$py" "${run[@]}" "${segments[@]}" || recipe_die "training or evaluation failed; see ${exps[*]/%//train.log} and evaluate.log"
   fi
 
   if [[ "$mode" == finetune ]]; then
@@ -210,15 +223,11 @@ EOF
     return 0
   fi
 
-  local picks=() segments=() e
+  local picks=() e
   for e in "${exps[@]}"; do
     local picked; picked="$("${tool[@]}" pick "$e" --dev-split "$DEV_SPLIT")" || exit 1
     picks+=("$picked")
-    [[ ${#segments[@]} -eq 0 ]] || segments+=(--next)
-    segments+=(--log "$e/evaluate.log" -m evaluate -e "$picked" -t "$TEST_SPLIT" --device "$device")
   done
-  echo "[${TASK}.sh] evaluate: the dev-best checkpoint(s) on $TEST_SPLIT (log(s) ${exps[*]/%//evaluate.log})" >&2
-  "$py" "${run[@]}" "${segments[@]}" || recipe_die "evaluation failed; see ${exps[*]/%//evaluate.log}"
   local res_extra=()
   if declare -F task_extra_results >/dev/null; then
     while IFS= read -r item; do res_extra+=(--extra "$item"); done < <(task_extra_results)

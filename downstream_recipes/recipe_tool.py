@@ -7,6 +7,8 @@
     recipe_tool.py items EXP ...        per-item outcomes of a split (s3prl's prediction files)
                                         -> items.json, for the paired tests
     recipe_tool.py runner [--cache-dir DIR] -- [--log FILE] ARGS [--next [--log FILE] ARGS ...]
+                                        (an argument @pick:EXP:DEV is the checkpoint `pick`
+                                        finds once the runs before it are done)
                                         s3prl's unmodified runner (torchrun-aware), with the
                                         voxceleb1 file-list cache moved out of s3prl's installed
                                         package into the experiment. The startup hook keys that
@@ -77,19 +79,32 @@ def _step(path):
     return int(match.group(1)) if match else -1
 
 
-def pick(args):
+def picked(exp, dev_split="dev"):
     """dev-best checkpoint of the run (name from the dev split), else the last states-*.ckpt."""
-    exp = Path(args.exp)
-    best = [exp / f"{args.dev_split}-best.ckpt"] if args.dev_split else []
+    exp = Path(exp)
+    best = [exp / f"{dev_split}-best.ckpt"] if dev_split else []
     best += sorted(exp.glob("*-best.ckpt"))
     for path in best:
         if path.is_file():
-            print(path)
-            return
+            return path
     states = sorted(exp.glob("states-*.ckpt"), key=_step)
     if not states:
         fail(f"{exp}: the run left no checkpoint (no *-best.ckpt, no states-*.ckpt)")
-    print(states[-1])
+    return states[-1]
+
+
+def pick(args):
+    print(picked(args.exp, args.dev_split))
+
+
+PICK = "@pick:"  # runner argument "@pick:EXP:DEV_SPLIT": that run's checkpoint, found when its turn comes
+
+
+def _resolve(arg):
+    if arg.startswith(PICK):
+        exp, dev_split = arg[len(PICK):].rsplit(":", 1)
+        return str(picked(exp, dev_split))
+    return arg
 
 
 def result(args):
@@ -214,7 +229,7 @@ def runner(args):
     # Several runs (e.g. one per seed) in one process: the imports (about 5 s of CPU here, most
     # of a short run) are paid once. s3prl's main seeds random, numpy and torch itself each time.
     for log, run_args in runs:
-        sys.argv = ["run_downstream.py", *run_args]
+        sys.argv = ["run_downstream.py", *map(_resolve, run_args)]
         timing.mark_run_start()
         handle = open(log, "w", encoding="utf-8", errors="replace") if log else None
         saved = sys.stdout, sys.stderr
