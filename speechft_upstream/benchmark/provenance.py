@@ -130,6 +130,11 @@ def write(out, context, rows):
     from speechft_upstream.checkpoints import files
 
     context["dev_resolution"] = summary.dev_resolution(context["evals"], context["tasks"])
+    for task, r in context["dev_resolution"].items():
+        if r:  # the same difference in the units of the dev score that chooses α
+            perfect = 100.0 if TASKS[task][4] else 0.0
+            span = abs(perfect - 100.0 * context["evals"][("fbank", task)]["dev"])
+            r["dev_score_points"] = r["smallest_difference"] * 1000 / len(context["tasks"]) / span if span else None
     record = run_record(context, rows)
     files.write_json_atomic(record, Path(out) / "run.json", indent=2, ensure_ascii=False, default=str)
     tests = {f"{a} vs {b} / {t}": v for (a, b, t), v in (context.get("tests") or {}).items()}
@@ -163,14 +168,15 @@ def statistics_lines(context, rows):
               "values that is larger than noise at 95 % (1.96 · √2 · bootstrap standard error of the metric on "
               "the dev items, θ0's last dev pass, mean over seeds; a paired comparison resolves somewhat less). "
               "In dev-score points: that difference × 1000 / (tasks × (perfect − FBANK dev)).", "",
-              "| task | dev items | standard error (points) | smallest resolved difference (points) |",
-              "|---|---:|---:|---:|"]
+              "| task | dev items | standard error (points) | smallest resolved difference (points) | "
+              "in dev-score points |", "|---|---:|---:|---:|---:|"]
     for task in context["tasks"]:
         r = resolution.get(task)
         if r:
+            score = "n/a" if r.get("dev_score_points") is None else f"{r['dev_score_points']:.1f}"
             lines.append(f"| {task} {TASKS[task][3]} | {r['items']} | {r['standard_error']:.2f} | "
-                         f"{r['smallest_difference']:.2f} |")
+                         f"{r['smallest_difference']:.2f} | {score} |")
         else:
-            lines.append(f"| {task} | n/a | | |")
+            lines.append(f"| {task} | n/a | | | |")
     lines += ["", "Determinism: " + DETERMINISM["evaluate"], ""]
     return lines
