@@ -20,8 +20,9 @@ DETERMINISM = {
                 "no data-loader workers, and s3prl's --seed (random, numpy, torch; the runner re-seeds before every "
                 "evaluation pass). Checked: the same FBANK PR evaluation (400 steps, batch 8) on two separately "
                 "generated default corpora gave identical dev and test values (test PER 59.81, the value of the "
-                "2026-12-01 fresh-clone run); a seed run inside a multi-seed process equals the same seed run alone; "
-                "θ0-architecture PR evaluations with 1 and 2 threads gave identical values. The spread across seeds "
+                "2026-12-01 fresh-clone run; the README's own commit 739c0d3 gives 59.81 too, so its 58.50 does not "
+                "repeat here); a seed run inside a multi-seed process equals the same seed run alone; "
+                "θ0-architecture PR evaluations on the test-size corpus with 1 and 2 threads gave identical values. The spread across seeds "
                 "(head initialisation, data order) is measured: seed_values / ci95 in results.json.",
     "corpus": "deterministic: two generations of the default corpus are byte-identical (every file's sha256).",
     "feature_cache": "the frozen upstream runs once per utterance, alone (not padded into its batch): features "
