@@ -43,7 +43,8 @@ def test_a_seed_gives_the_same_numbers_alone_or_after_another_run(tmp_path, tiny
     first = json.loads((both / "seed4" / "items.json").read_text())
     second = json.loads((alone / "seed4" / "items.json").read_text())
     assert first["kind"] == "accuracy" and first["items"] == second["items"] and first["value"] == second["value"]
-    dev = [re.findall(r"(?:^|[^\w])dev acc: ([-+0-9.eE]+|nan)", (f / "train.log").read_text()) for f in (both / "seed4", alone / "seed4")]
+    pattern = r"(?:^|[^\w])dev acc: ([-+0-9.eE]+|nan)"
+    dev = [re.findall(pattern, (f / "train.log").read_text()) for f in (both / "seed4", alone / "seed4")]
     assert len(dev[0]) == 2 and dev[0] == dev[1]  # every dev pass, digit for digit
 
 
