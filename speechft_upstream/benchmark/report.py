@@ -136,7 +136,9 @@ def markdown(context, rows, test_scores, analysis_dir):
         lines += [f"**Size: `{context['size']}`** (`speechft benchmark --{context['size']}`): fewer steps and a "
                   "smaller corpus than `./run.sh`; numbers are noisy.", ""]
     lines += ["Test split, SUPERB protocol (frozen encoder, weighted sum of all hidden states, the task's "
-              "standard head; the dev-best checkpoint is tested). Values in percent; score = 1000 × mean over "
+              "standard head, trained until dev stops improving; the dev-best checkpoint is tested). Values in percent, "
+              "mean ± 95 % CI half-width over the seeds († θ̂ ≠ θ′, ‡ ≠ θ0 at p < 0.05, paired test; see "
+              "'Seeds, confidence intervals, significance'); score = 1000 × mean over "
               "tasks of (s − FBANK)/(perfect − FBANK) (`speechft score --references mini_superb_references.yaml`; "
               "FBANK = 0, perfect = 1000).", ""]
     lines += table_lines(rows, test_scores, context)
