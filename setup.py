@@ -99,8 +99,8 @@ setup(
     extras_require={
         "runner": [],  # kept so that `pip install speechft[runner]` still works; now in install_requires
         "test": ["pytest"],
-        # baselines (LoRA), HF export, the mini benchmark's corpus (eSpeak NG) and plots
-        "extras": ["peft", "transformers", "safetensors", "espeakng-loader==0.2.4", "matplotlib"],
+        # baselines (LoRA), HF export, the mini benchmark's corpus (eSpeak NG), plots and tests (scipy)
+        "extras": ["peft", "transformers", "safetensors", "espeakng-loader==0.2.4", "matplotlib", "scipy"],
         # fairseq 0.12.2's runtime dependencies at versions that work on Python 3.11. fairseq
         # itself cannot be an extra: its pins (hydra-core<1.1, omegaconf<2.1) do not install
         # there, and no wheel for Python 3.11 exists. After this extra: unpack the 0.12.2 sdist,

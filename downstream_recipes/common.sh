@@ -51,12 +51,20 @@ options:
                      last layer, as the authors fine-tune; default) or hidden_states (the
                      weighted sum of all layers, the SUPERB evaluation head's input)
   --steps N          total optimizer steps (default: the config's, SUPERB's)
+  --max-steps N      the same as --steps; with --patience, the cap
+  --patience N       evaluate: stop once N evaluations in a row (every eval_step) did not improve
+                     the dev metric (EXP/early_stopping.json); default: train all --steps
+  --feature-cache MB evaluate: keep the frozen upstream's features per utterance in memory (up
+                     to MB), computed once per process; each utterance goes through the upstream
+                     alone (not padded into its batch): see speechft_upstream/compat/feature_cache.py
   --batch-size N     training batch size (default: the config's)
   --lr LR            learning rate (default: evaluate the config's, finetune 1.0e-4)
   --workers N        data loader workers (default: the config's)
   --device DEV       cpu or cuda (default: cuda when available)
   --nproc N          processes (torchrun, DDP; gloo on cpu) for training (default 1)
-  --seed N           runner seed (default 1337)
+  --seed N           runner seed: head initialisation and data order (default 1337)
+  --seeds N,N,...    evaluate: one run per seed, all in one process, in EXP/seed<N>/ (each with
+                     its results.json, items.json, train.log)
   -o, --override S   more s3prl overrides, joined with ',,' (e.g. config.runner.log_step=10)
 EOF
   if declare -F task_usage >/dev/null; then task_usage; fi
@@ -80,15 +88,16 @@ recipe_main() {
     *) recipe_die "unknown mode '$mode' (finetune or evaluate; -h for help)" ;;
   esac
   local upstream=speechft_hubert ckpt="" data="" exp="" beta=0.1 steps="" batch="" lr="" workers=""
-  local device="" nproc=1 seed=1337 extra="" features=""
+  local device="" nproc=1 seed=1337 seeds="" extra="" patience="" fcache="" features=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
       -h|--help) recipe_usage; return 0 ;;
-      --upstream|--ckpt|--data|--exp|--beta|--features|--steps|--batch-size|--lr|--workers|--device|--nproc|--seed|-o|--override)
+      --upstream|--ckpt|--data|--exp|--beta|--features|--steps|--max-steps|--batch-size|--lr|--workers|--device|--nproc|--seed|--seeds|--patience|--feature-cache|-o|--override)
         [[ $# -ge 2 ]] || recipe_die "$1 needs a value"
         case "$1" in
           --upstream) upstream="$2" ;; --ckpt) ckpt="$2" ;; --data) data="$2" ;; --exp) exp="$2" ;;
-          --beta) beta="$2" ;; --features) features="$2" ;; --steps) steps="$2" ;; --batch-size) batch="$2" ;; --lr) lr="$2" ;;
+          --beta) beta="$2" ;; --features) features="$2" ;; --steps|--max-steps) steps="$2" ;; --batch-size) batch="$2" ;; --lr) lr="$2" ;;
+          --patience) patience="$2" ;; --seeds) seeds="$2" ;; --feature-cache) fcache="$2" ;;
           --workers) workers="$2" ;; --device) device="$2" ;; --nproc) nproc="$2" ;; --seed) seed="$2" ;;
           -o|--override) extra="${extra:+$extra,,}$2" ;;
         esac
@@ -117,6 +126,17 @@ recipe_main() {
   fi
   [[ -z "$ckpt" || -f "$ckpt" ]] || recipe_die "$ckpt: no such checkpoint file"
   [[ "$nproc" =~ ^[1-9][0-9]*$ ]] || recipe_die "--nproc must be a positive integer, got '$nproc'"
+  if [[ -n "$patience" ]]; then
+    [[ "$patience" =~ ^[1-9][0-9]*$ ]] || recipe_die "--patience must be a positive integer, got '$patience'"
+    [[ "$mode" == evaluate ]] || recipe_die "--patience is for evaluate (finetune's schedule needs its fixed step budget)"
+  fi
+  local seed_list=("$seed")
+  if [[ -n "$seeds" ]]; then
+    [[ "$seeds" =~ ^[0-9]+(,[0-9]+)*$ ]] || recipe_die "--seeds must be comma-separated integers, got '$seeds'"
+    [[ "$mode" == evaluate ]] || recipe_die "--seeds is for evaluate"
+    [[ "$nproc" == 1 ]] || recipe_die "--seeds runs in one process; leave out --nproc"
+    IFS=, read -ra seed_list <<< "$seeds"
+  fi
   for v in "$steps" "$batch" "$workers" "$seed"; do
     [[ -z "$v" || "$v" =~ ^[0-9]+$ ]] || recipe_die "'$v' is not a non-negative integer"
   done
@@ -129,10 +149,17 @@ recipe_main() {
   exp="$(cd "$exp" && pwd)"
   data="$(cd "$data" && pwd)"
   [[ -z "$ckpt" ]] || ckpt="$(cd "$(dirname "$ckpt")" && pwd)/$(basename "$ckpt")"
-  if compgen -G "$exp/states-*.ckpt" >/dev/null || compgen -G "$exp/*-best.ckpt" >/dev/null \
-     || compgen -G "$exp/best-states-*.ckpt" >/dev/null; then
-    recipe_die "$exp: already holds runner checkpoints; use a new --exp folder"
+  local exps=("$exp") e
+  if [[ -n "$seeds" ]]; then
+    exps=()
+    for e in "${seed_list[@]}"; do exps+=("$exp/seed$e"); mkdir -p "$exp/seed$e"; done
   fi
+  for e in "${exps[@]}"; do
+    if compgen -G "$e/states-*.ckpt" >/dev/null || compgen -G "$e/*-best.ckpt" >/dev/null \
+       || compgen -G "$e/best-states-*.ckpt" >/dev/null; then
+      recipe_die "$e: already holds runner checkpoints; use a new --exp folder"
+    fi
+  done
 
   local tool=("$py" "$RECIPES/recipe_tool.py")
   local ov_args=(--config "$CONFIG" --data "$data")
@@ -149,11 +176,16 @@ recipe_main() {
     ov_args+=(--lr "$lr")
   fi
   for item in ${TASK_OVERRIDES[@]+"${TASK_OVERRIDES[@]}"}; do ov_args+=(--extra "$item"); done
+  [[ -z "$patience" ]] || ov_args+=(--extra "config.runner.speechft_patience=$patience")
+  if [[ -n "$fcache" ]]; then
+    [[ "$fcache" =~ ^[0-9]+$ ]] || recipe_die "--feature-cache must be a size in MB, got '$fcache'"
+    [[ "$mode" == evaluate ]] || recipe_die "--feature-cache is for evaluate (a frozen upstream)"
+    ov_args+=(--extra "config.runner.speechft_feature_cache=$fcache")
+  fi
   [[ -z "$extra" ]] || ov_args+=(--extra "$extra")
   local overrides; overrides="$("${tool[@]}" overrides "${ov_args[@]}")" || exit 1
 
-  local train=(-m train -u "$upstream" -d "$DOWNSTREAM" -c "$CONFIG" -p "$exp" --device "$device"
-               --seed "$seed" -o "$overrides")
+  local train=(-m train -u "$upstream" -d "$DOWNSTREAM" -c "$CONFIG" --device "$device" -o "$overrides")
   [[ -z "$ckpt" ]] || train+=(-k "$ckpt")
   if [[ "$mode" == finetune ]]; then
     "$py" - "$beta" "$exp/speechft.yaml" <<'EOF' || exit 1
@@ -171,39 +203,69 @@ EOF
 
   # recipe_tool.py runner: s3prl's unmodified runner (torchrun-aware) plus the recipes' fixes
   local run=("$RECIPES/recipe_tool.py" runner "${RUNNER_FLAGS[@]}" --cache-dir "$exp/cache" --)
-  local launcher=("$py")
-  if [[ "$nproc" -gt 1 ]]; then
-    launcher=("$py" -m torch.distributed.run --standalone --nproc_per_node "$nproc")
-  fi
-  echo "[${TASK}.sh] $mode: training (-d $DOWNSTREAM, $nproc process(es), log $exp/train.log)" >&2
   set -o pipefail
-  "${launcher[@]}" "${run[@]}" "${train[@]}" 2>&1 | tee "$exp/train.log" \
-    || recipe_die "training failed (exit ${PIPESTATUS[0]}); see $exp/train.log"
+  if [[ "$nproc" -gt 1 ]]; then
+    echo "[${TASK}.sh] $mode: training (-d $DOWNSTREAM, $nproc process(es), log $exp/train.log)" >&2
+    "$py" -m torch.distributed.run --standalone --nproc_per_node "$nproc" "${run[@]}" "${train[@]}" -p "$exp" \
+      --seed "$seed" 2>&1 | tee "$exp/train.log" || recipe_die "training failed (exit ${PIPESTATUS[0]}); see $exp/train.log"
+    if [[ "$mode" == evaluate ]]; then
+      "$py" "${run[@]}" --log "$exp/evaluate.log" -m evaluate -e "@pick:$exp:$DEV_SPLIT" -t "$TEST_SPLIT" \
+        --device "$device" || recipe_die "evaluation failed; see $exp/evaluate.log"
+    fi
+  elif [[ "$mode" == finetune ]]; then
+    echo "[${TASK}.sh] $mode: training (-d $DOWNSTREAM, log $exp/train.log)" >&2
+    "$py" "${run[@]}" --log "$exp/train.log" "${train[@]}" -p "$exp" --seed "$seed" \
+      || recipe_die "training failed; see $exp/train.log"
+  else
+    # one process trains every seed, then tests each one's dev-best (else last) checkpoint: the
+    # runner's imports are paid once; each run logs to its own train.log / evaluate.log
+    local segments=() i
+    for i in "${!seed_list[@]}"; do
+      [[ "$i" == 0 ]] || segments+=(--next)
+      segments+=(--log "${exps[$i]}/train.log" "${train[@]}" -p "${exps[$i]}" --seed "${seed_list[$i]}")
+    done
+    for i in "${!seed_list[@]}"; do
+      segments+=(--next --log "${exps[$i]}/evaluate.log" -m evaluate -e "@pick:${exps[$i]}:$DEV_SPLIT"
+                 -t "$TEST_SPLIT" --device "$device")
+    done
+    echo "[${TASK}.sh] evaluate: training seed(s) ${seed_list[*]} (-d $DOWNSTREAM), then each dev-best (else last) checkpoint on $TEST_SPLIT; logs: ${exps[*]/%//train.log} and evaluate.log" >&2
+    "$py" "${run[@]}" "${segments[@]}" || recipe_die "training or evaluation failed; see ${exps[*]/%//train.log} and evaluate.log"
+  fi
 
-  local picked; picked="$("${tool[@]}" pick "$exp" --dev-split "$DEV_SPLIT")" || exit 1
   if [[ "$mode" == finetune ]]; then
+    local picked; picked="$("${tool[@]}" pick "$exp" --dev-split "$DEV_SPLIT")" || exit 1
     "$py" -m speechft_upstream.cli extract "$picked" --base "$ckpt" -o "$exp/theta_prime.pt" --force \
       || recipe_die "could not extract theta' from $picked"
     echo "[${TASK}.sh] theta' (from $(basename "$picked")): $exp/theta_prime.pt" >&2
     return 0
   fi
 
-  echo "[${TASK}.sh] evaluate: $(basename "$picked") on $TEST_SPLIT (log $exp/evaluate.log)" >&2
-  "$py" "${run[@]}" -m evaluate -e "$picked" -t "$TEST_SPLIT" --device "$device" 2>&1 \
-    | tee "$exp/evaluate.log" || recipe_die "evaluation failed; see $exp/evaluate.log"
+  local picks=() e
+  for e in "${exps[@]}"; do
+    local picked; picked="$("${tool[@]}" pick "$e" --dev-split "$DEV_SPLIT")" || exit 1
+    picks+=("$picked")
+  done
   local res_extra=()
   if declare -F task_extra_results >/dev/null; then
     while IFS= read -r item; do res_extra+=(--extra "$item"); done < <(task_extra_results)
   fi
-  if declare -F task_result >/dev/null; then  # the task scores the runner's output itself (SD)
-    task_result "$exp" "$data" "$picked" "$exp/${TASK}_scores.json" || exit 1
-    res_extra+=(--scores "$exp/${TASK}_scores.json")
-  fi
+  local res_runs=()
+  for i in "${!exps[@]}"; do
+    res_runs+=(--log "${exps[$i]}/evaluate.log" --runner-ckpt "${picks[$i]}" --output "${exps[$i]}/results.json"
+               --seed "${seed_list[$i]}")
+    if declare -F task_result >/dev/null; then  # the task scores the runner's output itself (SD)
+      task_result "${exps[$i]}" "$data" "${picks[$i]}" "${exps[$i]}/${TASK}_scores.json" || exit 1
+      res_runs+=(--scores "${exps[$i]}/${TASK}_scores.json")
+    fi
+  done
   for item in ${EXTRA_METRICS[@]+"${EXTRA_METRICS[@]}"}; do res_extra+=(--also-metric "$item"); done
   [[ -z "${METRIC_LINE:-}" ]] || res_extra+=(--line "$METRIC_LINE")
-  "${tool[@]}" result --log "$exp/evaluate.log" --task "$TASK" --metric "$METRIC" --split "$TEST_SPLIT" \
-    --upstream "$upstream" --runner-ckpt "$picked" --output "$exp/results.json" \
-    --higher-is-better "$HIGHER_IS_BETTER" ${ckpt:+--encoder-ckpt "$ckpt"} "${res_extra[@]}" >/dev/null \
-    || exit 1
-  echo "[${TASK}.sh] $TEST_SPLIT $METRIC = $("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["value"])' "$exp/results.json") -> $exp/results.json" >&2
+  # one call for every seed; per-item outcomes for the paired tests: the test split (the picked
+  # checkpoint, checked against the printed value) and the last dev pass
+  "${tool[@]}" result --task "$TASK" --metric "$METRIC" --split "$TEST_SPLIT" --upstream "$upstream" \
+    --higher-is-better "$HIGHER_IS_BETTER" ${ckpt:+--encoder-ckpt "$ckpt"} "${res_runs[@]}" \
+    --items --dev-items "$DEV_SPLIT" "${res_extra[@]}" >/dev/null || exit 1
+  for i in "${!exps[@]}"; do
+    echo "[${TASK}.sh] seed ${seed_list[$i]}: $TEST_SPLIT $METRIC = $("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["value"])' "${exps[$i]}/results.json") -> ${exps[$i]}/results.json" >&2
+  done
 }

@@ -1,10 +1,12 @@
 """`speechft benchmark`: the mini-SUPERB pipeline end to end on its smallest setting.
 
 The hidden ``--smoke`` size: a tiny eSpeak NG corpus, a random tiny θ0 (make-tiny), 4 fine-tuning
-steps, 3 steps per evaluation, PR, KS and IC, α in {0.25, 1}. About 2.5 minutes on 2 cores.
+steps, at most 4 head steps per evaluation with a dev pass every 2 and patience 1, two seeds, PR,
+KS and IC, α in {0.25, 1}. It goes through the seeds, CI and p-value code paths and run.json.
 """
 
 import csv
+import hashlib
 import json
 import time
 
@@ -45,6 +47,17 @@ def test_results_files_hold_one_row_per_encoder_and_task(smoke):
     for r in rows:
         assert r["split"] == "test" and r["metric"] in ("PER", "ACC")
         assert isinstance(r["value"], float) and isinstance(r["dev_value"], float)
+        assert r["seeds"] == [1, 2] and len(r["seed_values"]) == 2
+        assert r["value"] == pytest.approx(sum(r["seed_values"]) / 2, abs=1e-3)  # value is the mean
+        low, high = r["ci95"]
+        assert low <= r["value"] <= high
+        # the t-interval of two values: mean ± t(0.975, 1) · |a − b| / 2
+        half = 12.7062 * abs(r["seed_values"][0] - r["seed_values"][1]) / 2
+        assert (high - low) / 2 == pytest.approx(half, abs=1e-3)
+        if r["encoder"] == "theta_hat":
+            assert 0 < r["p_vs_theta_prime"] <= 1 and 0 < r["p_vs_theta0"] <= 1
+        else:
+            assert "p_vs_theta_prime" not in r
     with open(out / "results.csv", newline="") as handle:
         assert sorted((r["encoder"], r["task"]) for r in csv.DictReader(handle)) == sorted(keys)
     scores = json.loads((out / "scores.json").read_text())
@@ -56,6 +69,49 @@ def test_results_files_hold_one_row_per_encoder_and_task(smoke):
     assert "| θ′ |" in md and "α chosen on dev" in md
     # the report's table is printed at the end
     assert "| encoder | PR PER % ↓ | KS ACC % ↑ | IC ACC % ↑ | score (test) |" in smoke["first"].stdout
+
+
+def test_p_values_recomputed_from_the_items(smoke):
+    """The θ̂ p-values are the paired tests of the per-seed items the evaluation runs left."""
+    from speechft_upstream.evaluate import items, stats
+
+    rows = json.loads((smoke["out"] / "results.json").read_text())
+    scores = json.loads((smoke["out"] / "scores.json").read_text())
+    hat = "theta_prime" if scores["alpha"] == 1.0 else f"alpha{scores['alpha']:g}"
+    root = smoke["work"] / "smoke" / "evaluate"
+    for r in (r for r in rows if r["encoder"] == "theta_hat"):
+        def load(encoder):
+            records = {s: items.load(root / encoder / r["task"].lower() / "exp" / f"seed{s}" / "items.json")
+                       for s in (1, 2)}
+            return {s: rec["items"] for s, rec in records.items()}, records[1]["kind"]
+
+        mine, kind = load(hat)
+        assert kind == ("error_rate" if r["task"] == "PR" else "accuracy")
+        for other in ("theta_prime", "theta0"):
+            if other == hat:
+                assert r[f"p_vs_{other}"] == 1.0
+                continue
+            expected = stats.paired_test(mine, load(other)[0], kind)["p"]
+            assert r[f"p_vs_{other}"] == pytest.approx(expected), (r["task"], other)
+
+
+def test_run_json_names_versions_settings_seeds_times_and_inputs(smoke):
+    run = json.loads((smoke["out"] / "run.json").read_text())
+    for key in ("speechft", "libraries", "settings", "seeds", "stage_times", "corpus", "theta0", "theta_prime",
+                "theta_hat", "determinism", "nondeterministic_stages", "evaluation_cost_cpu_seconds"):
+        assert key in run, key
+    assert run["speechft"]["version"] and run["libraries"]["torch"] and run["libraries"]["s3prl"] == "0.4.18"
+    assert run["seeds"]["evaluation"] == [1, 2]
+    assert set(run["settings"]["evaluate"]) == TASKS and run["settings"]["threads_per_run"]["OMP_NUM_THREADS"] == "1"
+    for name in ("theta0", "theta_prime", "theta_hat"):
+        path = run[name]["path"]
+        assert len(run[name]["sha256"]) == 64
+        assert hashlib.sha256(open(path, "rb").read()).hexdigest() == run[name]["sha256"]
+    assert (smoke["work"] / "smoke" / "corpus" / "data").resolve() == __import__("pathlib").Path(run["corpus"]["path"])
+    assert len(run["corpus"]["sha256"]) == 64 and run["corpus"]["files"] > 50
+    assert set(run["stage_times"]) >= {"corpus", "theta0", "finetune", "merge", "evaluate", "analyze"}
+    cost = run["evaluation_cost_cpu_seconds"]
+    assert cost["runs"] == len(ENCODERS) * len(TASKS) * 2 and cost["startup"] > 0 and cost["steps"] > 0
 
 
 def test_scores_match_speechft_score(smoke):

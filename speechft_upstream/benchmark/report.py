@@ -20,7 +20,10 @@ def _percent(value):
 
 
 def rows_of(context):
-    """One row per main encoder × task (test split), values in percent."""
+    """One row per main encoder × task (test split), values in percent: the mean over seeds, the
+    per-seed values, the 95 % CI and, on θ̂ / θ′ rows, paired-test p-values (summary.py)."""
+    from speechft_upstream.benchmark import summary
+
     evals, hat = context["evals"], context["theta_hat"]
     source = {"fbank": "fbank", "theta0": "theta0", "theta_prime": "theta_prime", "theta_hat": hat["encoder"]}
     rows = []
@@ -34,6 +37,7 @@ def rows_of(context):
             if encoder == "theta_hat":
                 row["alpha"] = hat["alpha"]
             rows.append(row)
+    context["tests"] = summary.decorate(rows, evals, source)
     return rows
 
 
@@ -76,11 +80,15 @@ def _write(out, context):
     written = []
 
     (out / "results.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    fields = ["encoder", "task", "metric", "value", "split", "dev_value", "higher_is_better", "unit", "alpha"]
+    fields = ["encoder", "task", "metric", "value", "split", "dev_value", "higher_is_better", "unit", "alpha",
+              "ci95_low", "ci95_high", "seed_values", "p_vs_theta_prime", "p_vs_theta0"]
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        for r in rows:
+            ci = r.get("ci95") or [None, None]
+            writer.writerow(dict(r, ci95_low=ci[0], ci95_high=ci[1],
+                                 seed_values=" ".join(f"{v:g}" for v in r.get("seed_values", []))))
     with open(out / "alpha_sweep.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["alpha", "encoder", "task", "metric", "dev", "test"])
         writer.writeheader()
@@ -93,6 +101,9 @@ def _write(out, context):
     (out / "scores.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "alpha_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n", encoding="utf-8")
     written += [out / n for n in ("results.json", "results.csv", "scores.json", "alpha_sweep.csv", "alpha_sweep.json")]
+    from speechft_upstream.benchmark import provenance
+
+    written += provenance.write(out, context, rows)
 
     analysis_dir = out / "analysis"
     if analysis_dir.exists():
@@ -111,6 +122,8 @@ def _write(out, context):
 
 def table_lines(rows, test_scores, context):
     """The pivot table (encoders × tasks, test) with the SUPERB-style score, as Markdown lines."""
+    from speechft_upstream.benchmark import summary
+
     tasks = list(context["tasks"])
     head = "| encoder | " + " | ".join(f"{t} {TASKS[t][3]} % {'↑' if TASKS[t][4] else '↓'}" for t in tasks) \
         + " | score (test) |"
@@ -118,7 +131,7 @@ def table_lines(rows, test_scores, context):
     by = {(r["encoder"], r["task"]): r for r in rows}
     for encoder in MAIN:
         label = LABELS[encoder] + (f" (α = {context['theta_hat']['alpha']:g})" if encoder == "theta_hat" else "")
-        cells = [_fmt(by[(encoder, t)]["value"]) for t in tasks]
+        cells = [summary.cell(by[(encoder, t)]) + summary.marks(by[(encoder, t)]) for t in tasks]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {test_scores[encoder]['score']:.1f} |")
     return lines
 
@@ -132,7 +145,9 @@ def markdown(context, rows, test_scores, analysis_dir):
         lines += [f"**Size: `{context['size']}`** (`speechft benchmark --{context['size']}`): fewer steps and a "
                   "smaller corpus than `./run.sh`; numbers are noisy.", ""]
     lines += ["Test split, SUPERB protocol (frozen encoder, weighted sum of all hidden states, the task's "
-              "standard head; the dev-best checkpoint is tested). Values in percent; score = 1000 × mean over "
+              "standard head, trained until dev stops improving; the dev-best checkpoint is tested). Values in percent, "
+              "mean ± 95 % CI half-width over the seeds († θ̂ ≠ θ′, ‡ ≠ θ0 at p < 0.05, paired test; see "
+              "'Seeds, confidence intervals, significance'); score = 1000 × mean over "
               "tasks of (s − FBANK)/(perfect − FBANK) (`speechft score --references mini_superb_references.yaml`; "
               "FBANK = 0, perfect = 1000).", ""]
     lines += table_lines(rows, test_scores, context)
@@ -169,6 +184,9 @@ def markdown(context, rows, test_scores, analysis_dir):
               "![score against α](alpha_sweep.png)", "", "![per task](bars.png)", ""]
 
     lines += ["## What was measured", ""] + verdict(rows, hat, context["tasks"]) + [""]
+    from speechft_upstream.benchmark import provenance
+
+    lines += provenance.statistics_lines(context, rows)
 
     lines += ["## Per-layer similarity to θ0 (`speechft analyze`)", "",
               "Models: θ′ (`theta_prime`), the chosen θ̂ when it is not θ′ (`theta_hat_alpha…`) and the merge at "
@@ -181,8 +199,21 @@ def markdown(context, rows, test_scores, analysis_dir):
     lines += ["## Runs", "", "| stage | seconds | |", "|---|---:|---|"]
     for stage, (seconds, reused) in context["times"].items():
         lines.append(f"| {stage} | {seconds:.0f} | {'reused' if reused else ''} |")
-    evals = ", ".join(f"{t} {s} steps × batch {b}, lr {lr:g}" for t, (s, b, lr) in sizes["eval"].items())
-    lines += ["", f"Evaluation heads: {evals}; gradient accumulation 1; {context['jobs']} run(s) at a time on "
+    from speechft_upstream.benchmark.provenance import evaluation_cost
+    from speechft_upstream.benchmark.sizes import eval_budget
+
+    budgets = {t: eval_budget(context["size"], t) for t in context["tasks"]}
+    evals = ", ".join(f"{t} at most {b['steps']} steps × batch {b['batch']}, lr {b['lr']:g}, dev every "
+                      f"{b['eval_every']}" for t, b in budgets.items())
+    cost = evaluation_cost(context["evals"])
+    lines += ["", f"Evaluation heads: {evals}; patience {sizes.get('patience')} dev evaluations; gradient "
+              f"accumulation 1; {context['jobs']} run(s) at a time on {context['device']}.", "",
+              f"Where the evaluation time went (CPU seconds over all {cost['runs']} runs, from each run's "
+              f"`timing_*.json`): runner start-up {cost['startup']:.0f}, upstream forward in training "
+              f"{cost['upstream_forward_train']:.0f}, the rest of training (head, optimizer, data) "
+              f"{cost['train_other']:.0f}, upstream forward in dev/test passes {cost['upstream_forward_evaluate']:.0f}, "
+              f"the rest of those passes {cost['evaluate_other']:.0f}; {cost['steps']} head steps in all.", "",
+              f"Run: {context['jobs']} run(s) at a time on "
               f"{context['device']}. Wall time of this run: {context['wall_seconds']:.0f} s. Stage outputs: "
               f"`{context['work']}`.", "",
               "Rows: `results.json` / `results.csv` (one per encoder × task, test split, with the dev value); "
@@ -191,27 +222,43 @@ def markdown(context, rows, test_scores, analysis_dir):
 
 
 def verdict(rows, hat, tasks):
-    """Plain statements of what the numbers show (no claims beyond them)."""
+    """Plain statements of what the numbers show (no claims beyond them): a difference counts
+    only where the paired test gives p < 0.05; otherwise it is 'not resolved'."""
+    from speechft_upstream.benchmark.summary import ALPHA_LEVEL
+
     by = {(r["encoder"], r["task"]): r for r in rows}
 
-    def better(a, b, task):
+    def compare(a, b, task):
+        """'better' / 'worse' / 'not resolved' for a against b (b's p-value key on a's row)."""
         ra, rb = by[(a, task)], by[(b, task)]
-        return ra["value"] > rb["value"] if ra["higher_is_better"] else ra["value"] < rb["value"]
+        p = ra.get(f"p_vs_{b}")
+        if p is None or p >= ALPHA_LEVEL:
+            return "not resolved", p
+        ahead = ra["value"] > rb["value"] if ra["higher_is_better"] else ra["value"] < rb["value"]
+        return ("better" if ahead else "worse"), p
+
+    def listing(a, b, task_list, want):
+        found = []
+        for t in task_list:
+            outcome, p = compare(a, b, t)
+            if outcome == want:
+                found.append(f"{t} (p = {p:.3g})")
+        return ", ".join(found) or "none"
 
     lines = []
     pr = "PR"
-    lines.append(f"- Fine-tuning task (PR, PER ↓): θ0 {by[('theta0', pr)]['value']:.2f}, θ′ "
-                 f"{by[('theta_prime', pr)]['value']:.2f}, θ̂ {by[('theta_hat', pr)]['value']:.2f}.")
+    lines.append(f"- Fine-tuning task (PR, PER ↓, mean over seeds): θ0 {by[('theta0', pr)]['value']:.2f}, θ′ "
+                 f"{by[('theta_prime', pr)]['value']:.2f}, θ̂ {by[('theta_hat', pr)]['value']:.2f}; θ̂ against θ0: "
+                 + "{} (p = {})".format(*[(x if isinstance(x, str) else ("n/a" if x is None else f"{x:.3g}"))
+                                          for x in compare("theta_hat", "theta0", pr)]) + ".")
     others = [t for t in tasks if t != pr]
-    worse = [t for t in others if better("theta0", "theta_prime", t)]
-    lines.append(f"- Other tasks where θ′ is worse than θ0: {', '.join(worse) or 'none'} "
-                 f"(of {', '.join(others)}).")
-    hat_vs_prime = [t for t in others if better("theta_hat", "theta_prime", t)]
-    hat_vs_0 = [t for t in others if not better("theta0", "theta_hat", t)]
-    lines.append(f"- Other tasks where θ̂ (α = {hat['alpha']:g}) beats θ′: {', '.join(hat_vs_prime) or 'none'}; "
-                 f"where θ̂ is at least as good as θ0: {', '.join(hat_vs_0) or 'none'}.")
-    lines.append("- Single runs with one seed on a small synthetic corpus: differences of a few points are "
-                 "within run-to-run noise.")
+    lines.append(f"- Other tasks where θ′ is significantly worse than θ0: {listing('theta_prime', 'theta0', others, 'worse')}"
+                 f" (of {', '.join(others)}).")
+    lines.append(f"- Other tasks where θ̂ (α = {hat['alpha']:g}) is significantly better than θ′: "
+                 f"{listing('theta_hat', 'theta_prime', others, 'better')}; significantly worse: "
+                 f"{listing('theta_hat', 'theta_prime', others, 'worse')}; significantly worse than θ0: "
+                 f"{listing('theta_hat', 'theta0', others, 'worse')}.")
+    lines.append("- Every other difference in the table is not resolved by the paired test at p < 0.05.")
     return lines
 
 

@@ -16,31 +16,50 @@ TASKS = {
     "ER": ("er.sh", "er", "acc", "ACC", True),
 }
 
-# Sizes. Evaluation: steps, batch size, learning rate of the head per task; every run uses one
-# gradient accumulation step and no data-loader workers (2 cores). "smoke" is for the tests.
+# Sizes. Evaluation per task: (most steps, batch size, learning rate[, steps between dev
+# evaluations]) of the head; it trains until ``patience`` dev evaluations in a row bring no
+# improvement, or the most steps. Each encoder × task is evaluated once per seed in ``seeds``
+# (the runner's --seed: head initialisation and data order). Every run uses one gradient
+# accumulation step and no data-loader workers (2 cores). "smoke" is for the tests.
 SIZES = {
     "full": {
-        "corpus": "default", "theta0": "pretrain", "alphas": ALPHAS,
+        "corpus": "default", "theta0": "pretrain", "alphas": ALPHAS, "seeds": (1, 2, 3), "patience": 3,
         "finetune": {"steps": 800, "batch": 8, "lr": 1e-3, "beta": 0.1},
-        "eval": {"PR": (400, 8, 1e-2), "SID": (400, 8, 5e-3), "KS": (300, 16, 5e-3),
-                 "IC": (300, 16, 5e-3), "ER": (300, 8, 5e-3)},
+        "eval": {"PR": (800, 8, 1e-2, 100), "SID": (800, 8, 5e-3, 100), "KS": (600, 16, 5e-3, 100),
+                 "IC": (600, 16, 5e-3, 100), "ER": (600, 8, 5e-3, 100)},
         "analyze_files": 60,
     },
     "quick": {
-        "corpus": "quick", "theta0": "pretrain", "alphas": (0.25, 0.5, 1.0),
+        "corpus": "quick", "theta0": "pretrain", "alphas": (0.25, 0.5, 1.0), "seeds": (1, 2, 3), "patience": 2,
         "finetune": {"steps": 200, "batch": 8, "lr": 1e-3, "beta": 0.1},
-        "eval": {"PR": (120, 8, 1e-2), "SID": (100, 8, 1e-2), "KS": (100, 16, 1e-2),
-                 "IC": (100, 16, 1e-2), "ER": (100, 8, 1e-2)},
+        "eval": {"PR": (160, 8, 1e-2, 40), "SID": (160, 8, 1e-2, 40), "KS": (120, 16, 1e-2, 40),
+                 "IC": (120, 16, 1e-2, 40), "ER": (120, 8, 1e-2, 40)},
         "analyze_files": 30,
     },
     # the tests' size: a tiny corpus, random θ0, three tasks
     "smoke": {
         "corpus": "tiny", "theta0": "make-tiny", "alphas": (0.25, 1.0), "tasks": ("PR", "KS", "IC"),
+        "seeds": (1, 2), "patience": 1,
         "finetune": {"steps": 4, "batch": 2, "lr": 1e-3, "beta": 0.25},
-        "eval": {t: (3, 2, 1e-3) for t in TASKS},
+        "eval": {t: (4, 2, 1e-3, 2) for t in TASKS},
         "analyze_files": 6,
     },
 }
 
+# The frozen upstream's features are computed once per utterance and evaluation process (all
+# seeds of one encoder × task), see compat/feature_cache.py; this bounds the memory it may use
+# (KS, whose random silence crops never repeat, filled 970 MB over 3 seeds at the full size).
+FEATURE_CACHE_MB = 1500
+
 BASELINE = "fbank"
 ENCODER_LABELS = {"fbank": "FBANK", "theta0": "θ0", "theta_prime": "θ′", "theta_hat": "θ̂"}
+
+
+def eval_budget(size, task):
+    """{steps, batch, lr, eval_every, patience, seeds} of one task's evaluation runs."""
+    spec = SIZES[size]["eval"][task]
+    steps, batch, lr = spec[:3]
+    every = spec[3] if len(spec) > 3 else (steps if steps < 40 else steps // 4)
+    return {"steps": steps, "batch": batch, "lr": lr, "eval_every": min(every, steps),
+            "patience": SIZES[size].get("patience"), "seeds": tuple(SIZES[size].get("seeds", (1337,))),
+            "feature_cache_mb": FEATURE_CACHE_MB}

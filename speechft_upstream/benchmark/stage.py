@@ -35,10 +35,14 @@ def stage_key(params):
     return hashlib.sha256(json.dumps(_strip(params), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+THREAD_SETTINGS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def _env():
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.setdefault("MKL_NUM_THREADS", "1")
+    # Forced, not defaulted: the thread count changes the floating-point summation order and so
+    # the numbers; one thread per run makes a run repeatable whatever the caller's shell sets.
+    env.update(THREAD_SETTINGS)
     env["PYTHON"] = sys.executable  # the recipes' interpreter
     env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::UserWarning")
     return env

@@ -8,7 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from speechft_upstream.benchmark.sizes import ALPHAS, BASELINE, ENCODER_LABELS, PAPER_ALPHA, RECIPES, SIZES, TASKS
+from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, ENCODER_LABELS, PAPER_ALPHA, RECIPES, SIZES, TASKS,
+                                               eval_budget)
 from speechft_upstream.benchmark.stage import Stage, run_cmd, say, speechft_cmd, stage_key
 from speechft_upstream.errors import SpeechFTError
 
@@ -71,18 +72,25 @@ def stage_theta0(work, size, seed, corpus_info):
 
 
 def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_hubert", ckpt=None, beta=None,
-               device="cpu"):
+               device="cpu", eval_every=None, patience=None, seeds=None, feature_cache=None):
     recipe, _, _, _, _ = TASKS[task]
     cmd = ["bash", RECIPES / recipe, mode, "--upstream", upstream, "--data", data, "--exp", exp,
            "--steps", steps, "--batch-size", batch, "--lr", lr, "--workers", 0, "--device", device,
            "-o", "config.runner.gradient_accumulate_steps=1"]
-    eval_step = steps if steps < 40 else steps // 2  # two dev passes: each costs a pass over dev
-    cmd += ["-o", f"config.runner.eval_step={eval_step},,config.runner.log_step={max(1, steps // 10)}"
-                  f",,config.runner.save_step={eval_step}"]
+    if eval_every is None:
+        eval_every = steps if steps < 40 else steps // 2  # two dev passes: each costs a pass over dev
+    cmd += ["-o", f"config.runner.eval_step={eval_every},,config.runner.log_step={max(1, min(eval_every, steps // 10))}"
+                  f",,config.runner.save_step={eval_every}"]
     if ckpt is not None:
         cmd += ["--ckpt", ckpt]
     if beta is not None:
         cmd += ["--beta", beta]
+    if patience:
+        cmd += ["--patience", patience]
+    if seeds:
+        cmd += ["--seeds", ",".join(map(str, seeds))]
+    if feature_cache:
+        cmd += ["--feature-cache", feature_cache]
     return cmd
 
 
@@ -133,30 +141,50 @@ def _dev_values(log, metric, split="dev"):
     return [float(v) for v in re.findall(rf"(?:^|[^\w]){split} {metric}: ([-+0-9.eE]+|nan)", text)]
 
 
-def _eval_one(stage, task, data, encoder, steps, batch, lr, device, slots=None):
+def _read_json(path):
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
+
+
+def _eval_one(stage, task, data, encoder, budget, device, slots=None):
     if slots is not None:  # a limit on runs at a time shared with the background runs
         with slots:
-            return _eval_one(stage, task, data, encoder, steps, batch, lr, device)
+            return _eval_one(stage, task, data, encoder, budget, device)
     recipe, _, metric, _, higher = TASKS[task]
     stage.start()
     exp = stage.folder / "exp"
     upstream, ckpt = ("fbank", None) if encoder["name"] == BASELINE else ("speechft_hubert", encoder["path"])
-    cmd = recipe_cmd(task, "evaluate", data, exp, steps, batch, lr, upstream=upstream, ckpt=ckpt, device=device)
+    cmd = recipe_cmd(task, "evaluate", data, exp, budget["steps"], budget["batch"], budget["lr"], upstream=upstream,
+                     ckpt=ckpt, device=device, eval_every=budget["eval_every"], patience=budget["patience"],
+                     seeds=budget["seeds"], feature_cache=budget["feature_cache_mb"])
     run_cmd(cmd, log=stage.folder / "run.log", stream=False)
-    result = json.loads((exp / "results.json").read_text())
-    devs = _dev_values(exp / "train.log", metric)
-    if not devs:
-        raise SpeechFTError(f"{exp / 'train.log'}: no 'dev {metric}' line from the runner")
-    dev = max(devs) if higher else min(devs)  # the dev-best checkpoint's dev value
-    out = {"test": result["value"], "dev": dev, "checkpoint_step": result.get("checkpoint_step"),
-           "runner_ckpt": os.path.basename(result.get("runner_ckpt") or "")}
-    for name in exp.glob("*.ckpt"):  # runner checkpoints (head + optimizer) are not needed afterwards
-        name.unlink()
-    return stage.finish(out, ["exp/results.json"])
+    seeds, kept = {}, []
+    for seed in budget["seeds"]:
+        folder = exp / f"seed{seed}"
+        result = json.loads((folder / "results.json").read_text())
+        devs = _dev_values(folder / "train.log", metric)
+        if not devs:
+            raise SpeechFTError(f"{folder / 'train.log'}: no 'dev {metric}' line from the runner")
+        stopping = result.get("early_stopping") or {}
+        seeds[str(seed)] = {"test": result["value"], "dev": max(devs) if higher else min(devs),  # the dev-best's
+                            "checkpoint_step": result.get("checkpoint_step"),
+                            "steps_run": stopping.get("last_step", result.get("steps")),
+                            "timing": {m: _read_json(folder / f"timing_{m}.json") for m in ("train", "evaluate")}}
+        for name in ("results.json", "items.json", "dev_items.json"):
+            if (folder / name).is_file():
+                kept.append(f"exp/seed{seed}/{name}")
+        for name in folder.glob("*.ckpt"):  # runner checkpoints (head + optimizer) are not needed afterwards
+            name.unlink()
+    values = [v["test"] for v in seeds.values()]
+    devs = [v["dev"] for v in seeds.values()]
+    out = {"test": sum(values) / len(values), "dev": sum(devs) / len(devs), "seeds": seeds,
+           "items": {s: str(exp / f"seed{s}" / "items.json") for s in seeds if (exp / f"seed{s}" / "items.json").is_file()},
+           "dev_items": {s: str(exp / f"seed{s}" / "dev_items.json") for s in seeds
+                         if (exp / f"seed{s}" / "dev_items.json").is_file()}}
+    return stage.finish(out, kept)
 
 
 def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, background=False, slots=None):
-    """SUPERB protocol for every encoder × task; runs ``jobs`` recipes at a time.
+    """SUPERB protocol for every encoder × task, each with every seed; ``jobs`` recipes at a time.
 
     ``background``: started early on the core another stage leaves free (one line per finished
     run, no progress bar); its results are collected when stage 5 starts.
@@ -166,25 +194,29 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
     todo, results = [], {}
     for encoder in encoders:
         for task in tasks:
-            steps, batch, lr = SIZES[size]["eval"][task]
-            params = {"encoder": encoder["name"], "encoder_key": encoder.get("key"), "task": task,
-                      "steps": steps, "batch": batch, "lr": lr, "device": device,
-                      "corpus_key": stage_key(corpus_info)}
+            budget = eval_budget(size, task)
+            params = {"encoder": encoder["name"], "encoder_key": encoder.get("key"), "task": task, **budget,
+                      "device": device, "corpus_key": stage_key(corpus_info)}
             stage = Stage(work / "evaluate" / encoder["name"] / task.lower(), params)
             done = stage.cached()
             if done:
                 results[(encoder["name"], task)] = done
             else:
                 data = Path(corpus_info["dir"]) / TASKS[task][1]
-                todo.append((stage, task, data, encoder, steps, batch, lr))
+                todo.append((stage, task, data, encoder, budget))
+
+    def line(name, task, out):
+        spread = ", ".join(f"{v['test']:.4f}" for v in out["seeds"].values())
+        return (f"{ENCODER_LABELS.get(name, name):>14} {task:<4} dev {out['dev']:.4f}  test {out['test']:.4f} "
+                f"(seeds: {spread}; {out['_seconds']:.0f} s)")
+
     if background:
         failures = []
-        for stage, task, data, enc, steps, batch, lr in todo:
+        for stage, task, data, enc, budget in todo:
             try:
-                out = _eval_one(stage, task, data, enc, steps, batch, lr, device, slots)
+                out = _eval_one(stage, task, data, enc, budget, device, slots)
                 results[(enc["name"], task)] = out
-                say(f"\n  [evaluate, in the background] {ENCODER_LABELS.get(enc['name'], enc['name'])} {task}: "
-                    f"dev {out['dev']:.4f}, test {out['test']:.4f} ({out['_seconds']:.0f} s)")
+                say("\n  [evaluate, in the background] " + line(enc["name"], task, out).strip())
             except Exception as err:
                 failures.append(f"{enc['name']}/{task}: {err}")
         return results, failures
@@ -192,19 +224,19 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
         say(f"reusing {len(results)} finished evaluation(s)")
     if not todo:
         return results
-    say(f"{len(todo)} evaluation run(s), {jobs} at a time; each run's log: {work / 'evaluate'}/<encoder>/<task>/run.log")
+    say(f"{len(todo)} evaluation run(s) ({len(todo[0][4]['seeds'])} seeds each), {jobs} at a time; each run's log: "
+        f"{work / 'evaluate'}/<encoder>/<task>/run.log")
     failures = []
     bar = tqdm(total=len(todo), desc="evaluate", unit="run", file=sys.stderr, dynamic_ncols=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_eval_one, stage, task, data, enc, steps, batch, lr, device, slots): (enc["name"], task)
-                   for stage, task, data, enc, steps, batch, lr in todo}
+        futures = {pool.submit(_eval_one, stage, task, data, enc, budget, device, slots): (enc["name"], task)
+                   for stage, task, data, enc, budget in todo}
         for future in concurrent.futures.as_completed(futures):
             name, task = futures[future]
             try:
                 out = future.result()
                 results[(name, task)] = out
-                bar.write(f"  {ENCODER_LABELS.get(name, name):>14} {task:<4} dev {out['dev']:.4f}  "
-                          f"test {out['test']:.4f}  ({out['_seconds']:.0f} s)", file=sys.stderr)
+                bar.write("  " + line(name, task, out), file=sys.stderr)
             except Exception as err:  # report all failures at the end
                 failures.append(f"{name}/{task}: {err}")
                 bar.write(f"  {name} {task}: FAILED", file=sys.stderr)

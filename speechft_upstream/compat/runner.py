@@ -10,6 +10,11 @@
   ``optimizer.zero_grad()`` exactly once per step).
 - Evaluation runs on the leader alone, yet through the DDP wrappers, whose forward starts a
   buffer broadcast that no other rank joins; the leader evaluates the unwrapped modules.
+- Early stopping (speechft's, s3prl has none): with ``config.runner.speechft_patience: N`` the
+  run ends once N evaluations in a row brought no new ``*-best.ckpt``; ``total_steps`` stays
+  the cap. See ``early_stop.py``.
+- Frozen-upstream feature cache (``feature_cache.py``, ``runner.speechft_feature_cache: MB``).
+- Timing (``timing.py``): start-up, upstream forward and the rest, to EXP/timing_<mode>.json.
 """
 
 _MARK = "_speechft"
@@ -20,10 +25,19 @@ def install(runner_module):
     if getattr(Runner._get_upstream, _MARK, False):
         return
     _attach_stable_schedule(Runner)
+    from speechft_upstream.compat import feature_cache
+
+    feature_cache.install(Runner)  # before timing, so that timing sees the cached forward
     ddp_class = runner_module.DDP
     _cpu_aware_ddp(runner_module)
-    _followers_count_steps(runner_module, Runner)
+    overall = _followers_count_steps(runner_module, Runner)
     _evaluate_unwrapped(Runner, ddp_class)
+    from speechft_upstream.compat import early_stop
+
+    early_stop.install(runner_module, Runner, overall)
+    from speechft_upstream.compat import timing
+
+    timing.install(Runner, overall)
 
 
 def _attach_stable_schedule(Runner):
@@ -53,12 +67,12 @@ def _cpu_aware_ddp(runner_module):
 
 def _followers_count_steps(runner_module, Runner):
     tqdm = runner_module.tqdm
-    overall = {}  # the follower's 'overall' bar of the current train() call
+    overall = {}  # the 'overall' bar of the current train() call (followers count steps on it)
 
     class RunnerTqdm(tqdm):  # a subclass: the runner also calls tqdm.write
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            if kwargs.get("desc") == "overall" and not runner_module.is_leader_process():
+            if kwargs.get("desc") == "overall":
                 overall["bar"] = self
 
     runner_module.tqdm = RunnerTqdm
@@ -79,6 +93,7 @@ def _followers_count_steps(runner_module, Runner):
         return optimizer
 
     Runner._get_optimizer = _get_optimizer
+    return overall
 
 
 def _evaluate_unwrapped(Runner, ddp_class):
