@@ -105,9 +105,9 @@ class Stage:
         self.folder.mkdir(parents=True)
         self._started = time.time()
 
-    def finish(self, outputs, files):
+    def finish(self, outputs, paths):
         seconds = time.time() - self._started
-        data = {"key": self.key, "params": self.params, "outputs": outputs, "files": list(files),
+        data = {"key": self.key, "params": self.params, "outputs": outputs, "files": list(paths),
                 "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         files.write_json_atomic(data, self.marker, indent=2, default=str)
         return dict(outputs, _seconds=seconds, _reused=False)
