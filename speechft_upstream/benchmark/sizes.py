@@ -20,14 +20,14 @@ TASKS = {
 # gradient accumulation step and no data-loader workers (2 cores). "smoke" is for the tests.
 SIZES = {
     "full": {
-        "corpus": "default", "theta0": "pretrain", "alphas": ALPHAS,
+        "corpus": "default", "theta0": "shipped", "alphas": ALPHAS,
         "finetune": {"steps": 800, "batch": 8, "lr": 1e-3, "beta": 0.1},
         "eval": {"PR": (400, 8, 1e-2), "SID": (400, 8, 5e-3), "KS": (300, 16, 5e-3),
                  "IC": (300, 16, 5e-3), "ER": (300, 8, 5e-3)},
         "analyze_files": 60,
     },
     "quick": {
-        "corpus": "quick", "theta0": "pretrain", "alphas": (0.25, 0.5, 1.0),
+        "corpus": "quick", "theta0": "shipped", "alphas": (0.25, 0.5, 1.0),
         "finetune": {"steps": 200, "batch": 8, "lr": 1e-3, "beta": 0.1},
         "eval": {"PR": (120, 8, 1e-2), "SID": (100, 8, 1e-2), "KS": (100, 16, 1e-2),
                  "IC": (100, 16, 1e-2), "ER": (100, 8, 1e-2)},
