@@ -11,7 +11,7 @@ from pathlib import Path
 from speechft_upstream.errors import SpeechFTError
 
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "theta0_mini_superb.pt"
-SHA256 = "to-be-filled"
+SHA256 = "5209dd1742a47a47cf47c4bb267fd189e9143abf0417787633074168eb789dfd"
 REBUILD = "speechft corpus --out CORPUS && speechft pretrain --recipe mini-superb --corpus CORPUS -o theta0_mini_superb.pt"
 
 
