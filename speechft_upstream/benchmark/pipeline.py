@@ -1,8 +1,9 @@
 """The mini-SUPERB pipeline behind `speechft benchmark` (./run.sh).
 
 1. corpus      `speechft corpus` (eSpeak NG, offline) in each task's s3prl layout
-2. θ0          `speechft pretrain` (tiny HuBERT, MFCC k-means targets); the smoke size uses a
-               random `speechft make-tiny` θ0
+2. θ0          the shipped assets/theta0_mini_superb.pt (sha256 checked; the same at every size
+               but the tests' smoke size, which uses a random `speechft make-tiny` θ0), or with
+               --pretrain its recipe, `speechft pretrain --recipe mini-superb`, on this corpus
 3. θ′          stable fine-tuning on PR: `downstream_recipes/pr.sh finetune`
 4. merges      `speechft merge` θ̂_α = (1−α)·θ0 + α·θ′ for α in ALPHAS, one pass
 5. evaluate    the SUPERB protocol (`<task>.sh evaluate`: frozen encoder, weighted sum of layers,
@@ -65,7 +66,8 @@ def _alpha_encoder(alpha):
     return "theta_prime" if alpha == 1.0 else f"alpha{alpha:g}"
 
 
-def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, device=None, tasks=None):
+def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, device=None, tasks=None,
+        pretrain=False):
     from speechft_upstream.benchmark import report
 
     started = time.time()
@@ -102,8 +104,9 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
         early.append(background.submit(stage_evaluate, work, size, corpus_info, [fbank], device, 1, tasks, True, slots))
 
     try:
-        header(2, total, "θ0: tiny HuBERT pre-trained on the corpus (speechft pretrain)")
-        theta0 = stage_theta0(work, size, seed, corpus_info)
+        header(2, total, "θ0: small HuBERT, " + ("pre-trained on this corpus (speechft pretrain)" if pretrain
+                                                  else "the shipped mini-SUPERB θ0"))
+        theta0 = stage_theta0(work, size, seed, corpus_info, pretrain)
         times["theta0"] = theta0
         theta0_encoder = {"name": "theta0", "path": theta0["path"], "key": stage_key(theta0)}
         if background:
@@ -180,9 +183,12 @@ def add_parser(sub):
     p.add_argument("--work", default="exp/mini_superb", metavar="DIR",
                    help="stage outputs, reused by the next run (default: exp/mini_superb; --quick uses "
                         "its subfolder quick/)")
-    p.add_argument("--seed", type=int, default=0, help="corpus and θ0 seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="corpus seed, and θ0's with --pretrain (default 0)")
     p.add_argument("--jobs", type=int, metavar="N", help="evaluation runs at a time (default: min(2, CPUs))")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    p.add_argument("--pretrain", action="store_true", help="pre-train θ0 on this run's corpus (speechft pretrain "
+                   "--recipe mini-superb: about an hour on one core) instead of using the shipped "
+                   "assets/theta0_mini_superb.pt")
     p.add_argument("--tasks", metavar="T,T,...", help="evaluation tasks, PR included (default: PR,SID,KS,IC,ER)")
     p.set_defaults(func=_cli)
 
@@ -196,4 +202,5 @@ def _cli(args):
     out = args.out or ("results" if size == "full" else f"results/{size}")
     run(out=out, work=Path(args.work) / size if size != "full" else args.work, size=size, seed=args.seed,
         jobs=args.jobs, device=args.device,
-        tasks=[t.strip().upper() for t in args.tasks.split(",") if t.strip()] if args.tasks else None)
+        tasks=[t.strip().upper() for t in args.tasks.split(",") if t.strip()] if args.tasks else None,
+        pretrain=args.pretrain)

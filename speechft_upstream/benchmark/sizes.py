@@ -23,14 +23,14 @@ TASKS = {
 # accumulation step and no data-loader workers (2 cores). "smoke" is for the tests.
 SIZES = {
     "full": {
-        "corpus": "default", "theta0": "pretrain", "alphas": ALPHAS, "seeds": (1, 2, 3), "patience": 3,
+        "corpus": "default", "theta0": "shipped", "alphas": ALPHAS, "seeds": (1, 2, 3), "patience": 3,
         "finetune": {"steps": 800, "batch": 8, "lr": 1e-3, "beta": 0.1},
         "eval": {"PR": (800, 8, 1e-2, 100), "SID": (800, 8, 5e-3, 100), "KS": (600, 16, 5e-3, 100),
                  "IC": (600, 16, 5e-3, 100), "ER": (600, 8, 5e-3, 100)},
         "analyze_files": 60,
     },
     "quick": {
-        "corpus": "quick", "theta0": "pretrain", "alphas": (0.25, 0.5, 1.0), "seeds": (1, 2, 3), "patience": 2,
+        "corpus": "quick", "theta0": "shipped", "alphas": (0.25, 0.5, 1.0), "seeds": (1, 2, 3), "patience": 2,
         "finetune": {"steps": 200, "batch": 8, "lr": 1e-3, "beta": 0.1},
         "eval": {"PR": (160, 8, 1e-2, 40), "SID": (160, 8, 1e-2, 40), "KS": (120, 16, 1e-2, 40),
                  "IC": (120, 16, 1e-2, 40), "ER": (120, 8, 1e-2, 40)},

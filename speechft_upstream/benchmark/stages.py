@@ -45,30 +45,44 @@ def stage_corpus(work, size, seed):
     return stage.finish(info, ["data/corpus.json"])
 
 
-def stage_theta0(work, size, seed, corpus_info):
-    mode = SIZES[size]["theta0"]
-    stage = Stage(work / "theta0", {"mode": mode, "size": size, "seed": seed, "corpus": corpus_info["dir"],
-                                    "corpus_key": stage_key(corpus_info)})
+def stage_theta0(work, size, seed, corpus_info, pretrain=False):
+    """The shipped θ0 (sha256 checked); ``pretrain``: its recipe run on this corpus instead."""
+    from speechft_upstream.pretrain import shipped
+
+    mode = "pretrain" if pretrain else SIZES[size]["theta0"]
+    if mode == "shipped":
+        path = shipped.verified()
+        params = {"mode": mode, "path": str(path), "sha256": shipped.SHA256}
+    else:
+        params = {"mode": mode, "size": size, "seed": seed, "corpus": corpus_info["dir"],
+                  "corpus_key": stage_key(corpus_info)}
+    stage = Stage(work / "theta0", params)
     done = stage.cached()
     if done:
-        say(f"reusing {stage.folder / 'theta0.pt'} ({done['source']})")
+        say(f"reusing {done['path']} ({done['source']})")
         return done
     stage.start()
+    if mode == "shipped":
+        say(f"θ0: {path} (sha256 {shipped.SHA256[:16]}…, checked; rebuilt by `{shipped.REBUILD}`)")
+        return stage.finish({"path": str(path), "sha256": shipped.SHA256, "source": f"shipped {path.name} "
+                             f"(speechft pretrain --recipe mini-superb on the default corpus)"}, [str(path)])
     out = stage.folder / "theta0.pt"
     if mode == "pretrain":
-        cmd = speechft_cmd("pretrain", "--corpus", corpus_info["dir"], "-o", out)
-        if size != "full":
-            cmd.append("--quick")
-        source = "speechft pretrain" + (" --quick" if size != "full" else "")
+        cmd = speechft_cmd("pretrain", "--recipe", "mini-superb", "--corpus", corpus_info["dir"], "-o", out,
+                           "--seed", seed)
+        if size == "smoke":  # the tests' size: the recipe's code paths, a few steps
+            cmd += ["--steps", 3, "--iter2-steps", 2, "--clusters", 8]
+        source = "speechft pretrain --recipe mini-superb" + (" (smoke size)" if size == "smoke" else "")
     else:
         cmd = speechft_cmd("make-tiny", "--arch", "hubert", "--seed", seed, "-o", out)
-        source = "speechft make-tiny --arch hubert (random weights" + (
-            ", the smoke test's size)" if size == "smoke" else ")")
+        source = "speechft make-tiny --arch hubert (random weights, the smoke test's size)"
     say("$ speechft " + " ".join(map(str, cmd[3:])))
     run_cmd(cmd)
     if not out.is_file():
         raise SpeechFTError(f"{cmd[3]} wrote no {out}")
-    return stage.finish({"path": str(out.resolve()), "source": source}, ["theta0.pt"])
+    from speechft_upstream.pretrain.data import sha256_of
+
+    return stage.finish({"path": str(out.resolve()), "sha256": sha256_of(out), "source": source}, ["theta0.pt"])
 
 
 def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_hubert", ckpt=None, beta=None,

@@ -1,2 +1,3 @@
 """The mini benchmark's θ0: ``train`` is `speechft pretrain` (a small HuBERT, masked prediction),
-``data`` reads the corpus and makes its MFCC k-means targets and batches."""
+``recipe`` its two HuBERT iterations and the codeword-usage check, ``data`` the corpus's MFCC
+k-means targets and batches, ``shipped`` the file in assets/ that the benchmark uses (sha256)."""
