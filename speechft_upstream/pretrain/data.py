@@ -23,6 +23,11 @@ def sha256_of(path):
     return h.hexdigest()
 
 
+# The tasks whose audio θ0 learns from: those the corpus had when the shipped θ0 was trained.
+# Tasks added to the corpus later (SF, SD, QbE) stay out, so the recipe still rebuilds that file.
+PRETRAIN_TASKS = ("asr", "sid", "ks", "ic", "er")
+
+
 def read_corpus(corpus):
     """The corpus.json manifest, its sha256, and the training utterances."""
     corpus = Path(corpus)
@@ -36,8 +41,8 @@ def read_corpus(corpus):
         utterances = manifest["utterances"]
     except (ValueError, KeyError, TypeError) as err:
         raise SpeechFTError(f"{manifest_path}: not a speechft corpus manifest ({type(err).__name__}: {err})") from None
-    train = [u for u in utterances if u.get("split") == "train"]
-    dev = [u for u in utterances if u.get("split") == "dev"]
+    train = [u for u in utterances if u.get("split") == "train" and u.get("task") in PRETRAIN_TASKS]
+    dev = [u for u in utterances if u.get("split") == "dev" and u.get("task") in PRETRAIN_TASKS]
     if not train:
         raise SpeechFTError(f"{manifest_path}: lists no training utterances")
     return manifest, sha256_of(manifest_path), train, dev
