@@ -4,6 +4,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TASK=asv DOWNSTREAM=sv_voxceleb1 CONFIG="$HERE/configs/asv.yaml"
 METRIC=eer HIGHER_IS_BETTER=false DEV_SPLIT=dev TEST_SPLIT=test
+PER_ITEM=""  # its prediction files hold trials, not per-item outcomes of EER
 METRIC_LINE="sv-voxceleb1/{split}-EER"
 DATA_LAYOUT="VoxCeleb1 root with dev/wav/idXXXXX/<video>/<utt>.wav (training speakers), test/wav/... and veri_test2.txt (trials)"
 DATA_PATHS=(

@@ -13,7 +13,8 @@
 #   WORKER_KEYS  array of config keys --workers sets
 #   RUNNER_FLAGS array of extra flags for recipe_tool.py runner (none needed today)
 #   DATA_LAYOUT  one line describing the data folder, for -h and the missing-file error
-# Optional: EXTRA_METRICS (array: more metrics of the same log, results.json "metrics"),
+# Optional: PER_ITEM (default yes; empty: the task's prediction files are not per-item outcomes of
+# its metric, e.g. ASV's trials, so no items.json), EXTRA_METRICS (array: more metrics of the same log, results.json "metrics"),
 # METRIC_LINE (what the runner prints before ": VALUE"; default "{split} {metric}").
 # Optional: task_prepare DATA (writes derivable files the data folder lacks, before DATA_CHECK),
 # task_option NAME VALUE (returns 0 when it took the option; may add to the array
@@ -262,9 +263,11 @@ EOF
   [[ -z "${METRIC_LINE:-}" ]] || res_extra+=(--line "$METRIC_LINE")
   # one call for every seed; per-item outcomes for the paired tests: the test split (the picked
   # checkpoint, checked against the printed value) and the last dev pass
+  local items=(--items --dev-items "$DEV_SPLIT")
+  [[ -n "${PER_ITEM-yes}" ]] || items=()
   "${tool[@]}" result --task "$TASK" --metric "$METRIC" --split "$TEST_SPLIT" --upstream "$upstream" \
     --higher-is-better "$HIGHER_IS_BETTER" ${ckpt:+--encoder-ckpt "$ckpt"} "${res_runs[@]}" \
-    --items --dev-items "$DEV_SPLIT" "${res_extra[@]}" >/dev/null || exit 1
+    ${items[@]+"${items[@]}"} "${res_extra[@]}" >/dev/null || exit 1
   for i in "${!exps[@]}"; do
     echo "[${TASK}.sh] seed ${seed_list[$i]}: $TEST_SPLIT $METRIC = $("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["value"])' "${exps[$i]}/results.json") -> ${exps[$i]}/results.json" >&2
   done

@@ -205,11 +205,13 @@ class _Tee:
         self.stream, self.log = stream, log
 
     def write(self, text):
-        self.log.write(text)
+        if not self.log.closed:  # a logging handler made during a run may outlive its log file
+            self.log.write(text)
         return self.stream.write(text)
 
     def flush(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         self.stream.flush()
 
     def __getattr__(self, name):

@@ -85,6 +85,6 @@ def test_cli_writes_reuses_and_refuses(corpus, tmp_path):
 
 def test_er_recipe_evaluates_a_music_task(corpus, tmp_path, tiny_hubert):
     exp = tmp_path / "genre_eval"
-    ok(recipe("er", "evaluate", "--ckpt", tiny_hubert, "--data", corpus / "genre", "--exp", exp, *SMOKE))
+    ok(recipe("er", "evaluate", "--ckpt", tiny_hubert, "--data", corpus / "genre", "--exp", exp, "--fold", "fold1", *SMOKE))
     results = check_results(exp, "er", tiny_hubert)
     assert results["metric"] == "acc" and results["split"] == "test"

@@ -105,6 +105,8 @@ def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_huber
         cmd += ["--seeds", ",".join(map(str, seeds))]
     if feature_cache:
         cmd += ["--feature-cache", feature_cache]
+    if task == "ER":  # the corpus's ER layout holds one IEMOCAP-style session; er.sh defaults to all five
+        cmd += ["--fold", "fold1"]
     return cmd
 
 
