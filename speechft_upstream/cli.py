@@ -63,8 +63,21 @@ def _merge(args):
                "method": args.method, "weights": args.weights, "density": args.density, "seed": args.seed,
                "layer_alpha": args.layer_alpha, "extrapolate": args.extrapolate, "force": args.force,
                "register": args.register, "gamma": args.gamma, "epsilon": args.epsilon, "audio": args.audio,
-               "offdiag_scale": args.offdiag_scale, "max_seconds": args.max_seconds}
+               "offdiag_scale": args.offdiag_scale, "max_seconds": args.max_seconds,
+               "align_audio": args.align_audio, "align_points": args.align_points,
+               "repair_audio": args.repair_audio, "align_max_seconds": args.align_max_seconds}
     print(run.describe(*run.run(options, args.config)))
+
+
+def _align(args):
+    import sys
+
+    from speechft_upstream.merge import align
+
+    points = align.parse_points(args.points)
+    path, summary = align.align(args.reference, args.model, args.audio, args.output, points, args.max_seconds,
+                                args.force, say=lambda m: print(m, file=sys.stderr))
+    print("\n".join([f"wrote {path} ({args.model} aligned to {args.reference})"] + align.describe_summary(summary)))
 
 
 def _info(args):
@@ -135,8 +148,28 @@ def build_parser():
     p.add_argument("--extrapolate", action="store_true", help="allow α outside [0, 1]")
     p.add_argument("--force", action="store_true", help="replace existing outputs (and registrations)")
     p.add_argument("--register", metavar="NAME", help="also register the output as upstream NAME")
+    p.add_argument("--align-audio", metavar="DIR", help="align each θ′ to θ0 on this audio before merging "
+                                                        "(permutation alignment, as `speechft align`)")
+    p.add_argument("--align-points", metavar="cnn,ffn,attn[,residual]", help="points to align (default cnn,ffn,attn)")
+    p.add_argument("--repair-audio", metavar="DIR", help="REPAIR: reset the merged model's unit statistics to "
+                                                         "the interpolated endpoints' on this audio (linear only)")
+    p.add_argument("--align-max-seconds", type=float, metavar="S", help="use at most S seconds of that audio")
     p.add_argument("--config", metavar="merge.yaml", help="YAML merge config")
     p.set_defaults(func=_merge)
+
+    p = sub.add_parser("align", help="permute a model's hidden units to match a reference model (same function)",
+                       description="Permutation alignment (Ritter-Gutierrez et al. 2025): B's units are reordered "
+                                   "to best correlate with A's on unlabelled audio; B_ALIGNED computes the same "
+                                   "function as B, in B's converted format.")
+    p.add_argument("--reference", required=True, metavar="A.pt", help="the model to align to")
+    p.add_argument("--model", required=True, metavar="B.pt", help="the model to permute")
+    p.add_argument("--audio", required=True, metavar="DIR", help="folder of 16 kHz mono .wav/.flac files")
+    p.add_argument("-o", "--output", required=True, metavar="B_ALIGNED.pt")
+    p.add_argument("--points", default="cnn,ffn,attn", metavar="cnn,ffn,attn[,residual]",
+                   help="merge points to permute (default cnn,ffn,attn; WavLM: cnn,ffn)")
+    p.add_argument("--max-seconds", type=float, metavar="S", help="use at most S seconds of the audio")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_align)
 
     p = sub.add_parser("info", help="family, parameter count and merge provenance of a checkpoint")
     p.add_argument("ckpt", metavar="FILE")

@@ -59,6 +59,8 @@ def _describe_runner(path, state):
 def _describe_provenance(record):
     if not isinstance(record, dict):
         return ["  provenance: none (not written by speechft merge)"]
+    if record.get("method") == "align":
+        return _describe_alignment(record)
     alpha = record.get("alpha")
     lines = [f"  merged by: {record.get('tool', '?')} {record.get('version', '?')}",
              f"  method: {record.get('method')}  α: {alpha}"]
@@ -77,9 +79,33 @@ def _describe_provenance(record):
     kept = record.get("kept_from_base") or []
     lines.append(f"  tensors: {record.get('merged')} merged, {record.get('copied_unchanged')} with τ = 0 "
                  f"(θ0 copied), {len(kept)} kept from θ0" + (f" ({', '.join(kept)})" if kept else ""))
+    for i, summary in enumerate(record.get("alignment") or []):
+        lines.append(f"  θ′[{i}] aligned to θ0 before merging (audio {record.get('align_audio')}):")
+        lines += _alignment_lines(summary)
+    if record.get("repair"):
+        lines.append(f"  REPAIR: {record['repair'].get('points')} points reset (audio {record['repair'].get('audio')})")
     if record.get("config"):
         lines.append(f"  config: {record['config']}")
     if isinstance(record.get("base_provenance"), dict):
         lines.append("  θ0 was itself merged:")
         lines += ["  " + line for line in _describe_provenance(record["base_provenance"])]
+    return lines
+
+
+def _alignment_lines(summary):
+    from speechft_upstream.merge.align import describe_summary
+
+    return ["  " + line for line in describe_summary(summary)]
+
+
+def _describe_alignment(record):
+    lines = [f"  aligned by: {record.get('tool', '?')} {record.get('version', '?')} (speechft align, "
+             f"points {','.join(record.get('points') or [])})",
+             f"  reference: {(record.get('reference') or {}).get('path')}  sha256 {(record.get('reference') or {}).get('sha256')}",
+             f"  model: {(record.get('model') or {}).get('path')}  sha256 {(record.get('model') or {}).get('sha256')}",
+             f"  audio: {record.get('audio')}" + (f" (first {record['max_seconds']:g} s)" if record.get("max_seconds") else "")]
+    lines += _alignment_lines(record.get("alignment") or {})
+    if isinstance(record.get("model_provenance"), dict):
+        lines.append("  the model was itself merged:")
+        lines += ["  " + line for line in _describe_provenance(record["model_provenance"])]
     return lines

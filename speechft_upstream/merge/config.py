@@ -14,7 +14,7 @@ from speechft_upstream.merge.methods import DEFAULT_DENSITY, DEFAULT_EPSILON, DE
 
 OURS = ("base", "finetuned", "alpha", "method", "output", "weights", "density", "seed",
         "layer_alpha", "extrapolate", "force", "register", "family", "gamma", "epsilon", "audio",
-        "offdiag_scale", "max_seconds")
+        "offdiag_scale", "max_seconds", "align_audio", "align_points", "repair_audio", "align_max_seconds")
 # The authors' keys and the speechft key each one feeds.
 AUTHORS = {"merge_method": "method", "base_model_ckpt_path": "base", "finetune_model_paths": "finetuned",
            "base_model_name": "family", "output_dir": "output_dir", "alpha": "alpha",
@@ -52,6 +52,10 @@ class MergeSpec:
     offdiag_scale: float = None  # regmean: off-diagonal Gram scaling
     max_seconds: float = None  # regmean: audio used at most
     source: dict = field(default_factory=dict)  # the config file's path, for provenance
+    align_audio: str = None  # align each θ′ to θ0 on this audio before merging (merge/align.py)
+    align_points: tuple = ("cnn", "ffn", "attn")
+    repair_audio: str = None  # REPAIR the merged model's statistics on this audio (merge/repair.py)
+    align_max_seconds: float = None
 
 
 def _fail(origin, message):
@@ -254,11 +258,27 @@ def build(options, config=None):
     register = values.get("register")
     if register is not None and (not str(register).isidentifier()):
         _fail(origin, f"register: {register!r} is not a valid upstream name (use letters, digits and _)")
+    align_audio, repair_audio = values.get("align_audio"), values.get("repair_audio")
+    from speechft_upstream.merge.align import DEFAULT_POINTS, parse_points
+
+    points = parse_points(values["align_points"], f"{origin}: align_points") if values.get("align_points") else DEFAULT_POINTS
+    for key, folder in (("align_audio", align_audio), ("repair_audio", repair_audio)):
+        if folder is not None and not Path(folder).is_dir():
+            _fail(folder, f"no such folder ({key.replace('_', '-')} takes the folder that holds the audio)")
+    if repair_audio is not None and (method != "linear" or layer_alpha is not None):
+        _fail(origin, "REPAIR interpolates the endpoints' statistics: it needs --method linear and one global α")
+    align_seconds = values.get("align_max_seconds")
+    if align_seconds is not None:
+        align_seconds = _floats(origin, "align_max_seconds", align_seconds, allow_list=False)[0]
+        if align_seconds <= 0:
+            _fail(origin, f"align_max_seconds = {align_seconds:g} is not a positive number of seconds")
     return MergeSpec(base=str(base), finetuned=finetuned, alphas=alphas, outputs=outputs, method=method,
                      weights=weights, density=density, seed=int(seed), layer_alpha=layer_alpha,
                      extrapolate=extrapolate, force=force, register=register, family=family,
                      gamma=gamma, epsilon=epsilon, audio=audio, offdiag_scale=offdiag_scale,
-                     max_seconds=max_seconds, source={"config": str(Path(config).resolve())} if config else {})
+                     max_seconds=max_seconds, source={"config": str(Path(config).resolve())} if config else {},
+                     align_audio=str(align_audio) if align_audio else None, align_points=points,
+                     repair_audio=str(repair_audio) if repair_audio else None, align_max_seconds=align_seconds)
 
 
 def resolve_layer_alphas(spec, n_layers, origin):

@@ -188,6 +188,9 @@ def _merge(spec, progress):
     finetuned = [Source(p, allow_runner=True) for p in spec.finetuned]
     _check_compatible(base, finetuned)
     layer_alphas = merge_config.resolve_layer_alphas(spec, _n_layers(base.weights), base.path)
+    from speechft_upstream.merge import align, repair
+
+    extra = align.align_inputs(spec, base, finetuned, progress) if spec.align_audio else {}
     options = dict(weights=spec.weights, density=spec.density, seed=spec.seed, gamma=spec.gamma,
                    epsilon=spec.epsilon)
     if spec.method == "regmean":
@@ -205,12 +208,16 @@ def _merge(spec, progress):
         try:
             writers = [StreamWriter(path) for path in spec.outputs]
             refs = [{} for _ in writers]
+            held = [{} for _ in writers] if spec.repair_audio else None  # REPAIR needs whole models
             for name, t0 in base.weights.items():
                 inputs = [ft.weights[name] for ft in finetuned]
                 alphas = [methods.alpha_for(name, a, layer_alphas) for a in spec.alphas]
 
                 def write(j, tensor):
-                    refs[j][name] = writers[j].add(tensor)
+                    if held is not None:
+                        held[j][name] = tensor.clone()
+                    else:
+                        refs[j][name] = writers[j].add(tensor)
 
                 done = _merge_tensor(spec, name, t0, inputs, base, finetuned, alphas, options, ws, write)
                 options.get("stats", {}).pop(name, None)  # RegMean's Grams: freed once used
@@ -220,11 +227,13 @@ def _merge(spec, progress):
                     ft.release(t)
                 bar.update(t0.numel() * t0.element_size())
             bar.close()
+            if held is not None:
+                extra["repair"] = repair.repair_outputs(spec, base, finetuned, held, refs, writers, progress)
             weight_key = "model_weight" if base.family in ("hubert", "wav2vec2") else "model"
             for writer, ref, alpha in zip(writers, refs, spec.alphas):
                 top = dict(base.top)
                 top[weight_key] = ref
-                top[PROVENANCE_KEY] = _provenance(spec, base, finetuned, alpha, layer_alphas, counts)
+                top[PROVENANCE_KEY] = dict(_provenance(spec, base, finetuned, alpha, layer_alphas, counts), **extra)
                 writer.finish(top)
             return [writer.commit() for writer in writers]
         except BaseException:
