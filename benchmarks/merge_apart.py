@@ -13,8 +13,8 @@ over the clip, concatenated, standardised, and a logistic regression trained on 
 split, accuracy on its test split. Seeds draw the probe's training subset (``--subset`` of it),
 so the 95% t-interval over seeds covers the probe's data, not pre-training. Tasks: mini-SUPERB's
 utterance-level ones on the speech corpus (ks, sid, er) and the four music tasks (pitch, chord,
-instrument, genre). ``--recipe TASK:PAIR:ALPHA`` also runs ``downstream_recipes/<task>.sh evaluate``
-(s3prl's runner, a trained downstream head) on the three merges of that point.
+instrument, genre). ``--recipe TASK:PAIR:ALPHA[:METHOD]`` also runs ``downstream_recipes/<task>.sh evaluate``
+(s3prl's runner, a trained downstream head; music tasks through er.sh) on the merges of that point.
 
 Writes results.csv (one row per model × task × seed), summary.json and results.md to ``--out``.
 """
@@ -146,6 +146,12 @@ def weights_digest(ckpt):
     return h.hexdigest()[:16]
 
 
+def items_digest(items):
+    import hashlib
+
+    return hashlib.sha256("\n".join(str(p) for p, _ in items).encode()).hexdigest()[:10]
+
+
 def pooled_features(ckpt, items, cache):
     """(N, layers × D) clip means of every hidden state, cached."""
     import numpy as np
@@ -187,14 +193,18 @@ def probe(train_x, train_y, test_x, test_y, seed, subset):
     return float((clf.predict(test_x) == np.asarray(test_y)).mean())
 
 
-def recipe_score(task, ckpt, data, exp, steps, seed):
+RECIPE_ARGS = ("--batch-size 16 --lr 5e-3 --workers 0 --device cpu -o config.runner.gradient_accumulate_steps=1,,"
+               "config.runner.eval_step=50,,config.runner.log_step=50,,config.runner.save_step=50")
+
+
+def recipe_score(task, ckpt, data, exp, steps, seed, extra=RECIPE_ARGS):
     """downstream_recipes/<task>.sh evaluate: s3prl's runner trains a head and scores the test split."""
     result = exp / "results.json"
     if not result.exists():
         cmd = ["bash", str(ROOT / "downstream_recipes" / f"{'er' if task in MUSIC_TASKS else task}.sh"), "evaluate",
                "--ckpt", str(ckpt), "--data", str(data), "--exp", str(exp), "--steps", str(steps),
-               "--seed", str(seed), "--workers", "0", "--device", "cpu"]
-        with open(exp.with_suffix(".log"), "w") as log:
+               "--seed", str(seed), *extra.split()]
+        with open(exp.parent / f"{exp.name}.log", "w") as log:
             subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     return json.loads(result.read_text())["value"]
 
@@ -267,9 +277,12 @@ def main(argv=None):
     p.add_argument("--max-test", type=int, default=200, help="test items per task at most (default 200)")
     p.add_argument("--align-seconds", type=float, default=60.0,
                    help="seconds of speech, and of music, for alignment and REPAIR statistics (default 60)")
-    p.add_argument("--recipe", action="append", default=[], metavar="TASK:PAIR:ALPHA",
-                   help="also run downstream_recipes/<task>.sh evaluate on the three merges of this point")
+    p.add_argument("--recipe", action="append", default=[], metavar="TASK:PAIR:ALPHA[:METHOD]",
+                   help="also run downstream_recipes/<task>.sh evaluate on the three merges of this point (or one)")
+    p.add_argument("--eval-aligned-b", action="store_true",
+                   help="also probe B aligned (α = 1 of the aligned methods) instead of reusing B's scores")
     p.add_argument("--recipe-steps", type=int, default=100)
+    p.add_argument("--recipe-args", default=RECIPE_ARGS, help=f"more recipe options (default: {RECIPE_ARGS})")
     args = p.parse_args(argv)
 
     alphas = [float(a) for a in args.alphas.split(",")]
@@ -295,9 +308,14 @@ def main(argv=None):
         name = parts[2] if len(parts) > 2 else f"{a.stem}+{b.stem}"
         models[name] = merges(name, a, b, alphas, audio, work)
         for (method, alpha), ckpt in models[name].items():
+            if alpha == 1 and method != "linear" and not args.eval_aligned_b:
+                # B aligned (and REPAIR, which changes nothing at α = 1) computes B's function: B's scores
+                rows += [dict(r, method=method, eval="probe (= B)") for r in rows
+                         if r["pair"] == name and r["method"] == "linear" and r["alpha"] == 1]
+                continue
             digest = weights_digest(ckpt)
             for task in tasks:
-                x = {s: pooled_features(ckpt, data[task][s], work / "features" / digest / f"{task}_{s}.npy")
+                x = {s: pooled_features(ckpt, data[task][s], work / "features" / digest / f"{task}_{s}_{items_digest(data[task][s])}.npy")
                      for s in ("train", "test")}
                 y = {s: [label for _, label in data[task][s]] for s in ("train", "test")}
                 for seed in range(args.seeds):
@@ -308,13 +326,13 @@ def main(argv=None):
 
     recipe_rows = []
     for spec in args.recipe:
-        task, pair, alpha = spec.split(":")
+        task, pair, alpha, *only = spec.split(":")
         root = Path(args.music_corpus) / task if task in MUSIC_TASKS else Path(args.speech_corpus) / task
-        for method in METHODS:
+        for method in only or METHODS:
             ckpt = models[pair][(method, float(alpha))]
             exp = work / "recipe" / pair / method / f"{task}_{alpha}"
             exp.parent.mkdir(parents=True, exist_ok=True)
-            value = recipe_score(task, ckpt, root, exp, args.recipe_steps, 1337)
+            value = recipe_score(task, ckpt, root, exp, args.recipe_steps, 1337, args.recipe_args)
             recipe_rows.append({"pair": pair, "method": method, "alpha": float(alpha), "task": task, "seed": 1337,
                                 "eval": f"recipe ({args.recipe_steps} steps)", "value": value})
             say(f"recipe {task} {pair} {method} α {alpha}: {value:.4f}")
