@@ -254,6 +254,9 @@ def test_bad_inputs(audio, tmp_path):
     wavlm = _write(tiny.make_tiny("wavlm"), tmp_path / "wavlm.pt", arch="wavlm")
     _fails(["align", "--reference", wavlm, "--model", wavlm, "--audio", audio, "-o", out], out, "WavLM", "attn")
     _fails(["align", "--reference", a, "--model", a, "--audio", audio, "-o", out, "--points", "cnn,heads"], out, "heads")
+    decoar = tmp_path / "decoar2.pt"
+    files.save_atomic({"model": {"encoder.weight": torch.randn(4, 4)}}, decoar)
+    _fails(["align", "--reference", decoar, "--model", decoar, "--audio", audio, "-o", out], out, "decoar2")
     _fails(["merge", "--base", a, "--finetuned", a, "--alpha", "0.5", "-o", out, "--repair-audio", audio,
             "--method", "ties"], out, "linear")
 

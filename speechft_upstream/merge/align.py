@@ -20,7 +20,8 @@ SUPPORTED = {"hubert": POINTS, "wav2vec2": POINTS, "wavlm": ("cnn", "ffn")}
 
 
 def parse_points(text, origin="--points"):
-    points = tuple(p.strip() for p in str(text).split(",") if p.strip())
+    items = text if isinstance(text, (list, tuple)) else str(text).split(",")  # YAML may give a list
+    points = tuple(str(p).strip() for p in items if str(p).strip())
     unknown = [p for p in points if p not in POINTS]
     if unknown or not points:
         raise SpeechFTError(f"{origin}: {', '.join(unknown) or repr(text)} is not a merge point "
@@ -80,7 +81,7 @@ def check_points(family, points, path):
     if refused:
         raise SpeechFTError(f"{path}: WavLM's gated relative position bias reads each head's slice of the "
                             f"unprojected layer input, so {' and '.join(refused)} cannot be permuted without "
-                            "changing its function; use --points cnn,ffn")
+                            "changing its function; use --points cnn,ffn (speechft merge: --align-points cnn,ffn)")
 
 
 def compute_spec(a, b, audio, points, max_seconds=None, say=None, warn=None):
