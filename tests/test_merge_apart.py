@@ -71,3 +71,12 @@ def test_t_interval():
     _, half = _script().t_interval([0.5, 0.7, 0.6])
     # sd 0.1, t(0.975, 2) = 4.3027: half-width 4.3027 · 0.1 / √3
     assert half == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)
+
+
+def test_pretrain_reads_music_train_clips(run):
+    from speechft_upstream.pretrain.data import read_corpus
+
+    tmp, _ = run
+    manifest, sha, train, dev = read_corpus(tmp / "music")
+    assert train and dev == [] and {c["split"] for c in train} == {"train"}
+    assert len(train) == sum(c["split"] == "train" for c in manifest["clips"]) and len(sha) == 64
