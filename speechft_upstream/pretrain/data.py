@@ -34,6 +34,8 @@ def read_corpus(corpus):
     if not corpus.is_dir():
         raise SpeechFTError(f"{corpus}: no such corpus folder (make one with `speechft corpus --out {corpus}`)")
     manifest_path = corpus / "corpus.json"
+    if not manifest_path.is_file() and (corpus / "music.json").is_file():
+        return read_music(corpus)
     if not manifest_path.is_file():
         raise SpeechFTError(f"{corpus}: no corpus.json in it (make the corpus with `speechft corpus --out {corpus}`)")
     try:
@@ -46,6 +48,24 @@ def read_corpus(corpus):
     if not train:
         raise SpeechFTError(f"{manifest_path}: lists no training utterances")
     return manifest, sha256_of(manifest_path), train, dev
+
+
+def read_music(corpus):
+    """A `speechft corpus --music` folder as pre-training data: its train clips, no dev.
+
+    The test clips are the music tasks' test sets, so none of them is used, not even for the
+    held-out masked accuracy.
+    """
+    manifest_path = Path(corpus) / "music.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        clips = manifest["clips"]
+        train = [c for c in clips if c.get("split") == "train"]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise SpeechFTError(f"{manifest_path}: not a speechft music corpus manifest ({type(err).__name__}: {err})") from None
+    if not train:
+        raise SpeechFTError(f"{manifest_path}: lists no training clips")
+    return manifest, sha256_of(manifest_path), train, []
 
 
 def load_audio(corpus, utterances, min_samples):

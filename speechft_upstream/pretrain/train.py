@@ -255,7 +255,7 @@ def add_parser(sub):
                                    "targets, masked prediction with s3prl's HubertModel. Writes θ0 in s3prl's "
                                    "converted format and THETA0.pt.json beside it; an identical second call "
                                    "reuses the file.")
-    p.add_argument("--corpus", required=True, metavar="DIR", help="folder written by `speechft corpus`")
+    p.add_argument("--corpus", required=True, metavar="DIR", help="folder written by `speechft corpus` (or `speechft corpus --music`: its train clips)")
     p.add_argument("-o", "--output", required=True, metavar="THETA0.pt")
     p.add_argument("--recipe", default="mini-superb", choices=sorted(RECIPES),
                    help="the settings (default mini-superb: the benchmark's shipped θ0)")
