@@ -10,6 +10,7 @@ from pathlib import Path
 
 from speechft_upstream.benchmark.sizes import REPO, TASKS, eval_budget
 from speechft_upstream.benchmark.stage import THREAD_SETTINGS
+from speechft_upstream.pretrain.data import sha256_of
 
 LIBRARIES = ("torch", "torchaudio", "s3prl", "numpy", "scipy", "soundfile", "editdistance", "espeakng-loader",
              "transformers", "huggingface_hub", "tqdm", "matplotlib", "pyyaml")
@@ -30,21 +31,13 @@ DETERMINISM = {
 }
 
 
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def sha256_tree(folder):
     """sha256 of a folder: of the `sha256sum`-style manifest ("<sha256>  <relative path>\\n" per
     file, sorted by path). Returns (digest, number of files)."""
     folder = Path(folder)
     lines = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        lines.append(f"{sha256_file(path)}  {path.relative_to(folder).as_posix()}\n")
+        lines.append(f"{sha256_of(path)}  {path.relative_to(folder).as_posix()}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest(), len(lines)
 
 
@@ -73,7 +66,7 @@ def _git_commit():
 
 
 def _file(path, **extra):
-    return {"path": str(path), "sha256": sha256_file(path) if path and Path(path).is_file() else None, **extra}
+    return {"path": str(path), "sha256": sha256_of(path) if path and Path(path).is_file() else None, **extra}
 
 
 def evaluation_cost(evals):
