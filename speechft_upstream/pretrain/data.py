@@ -108,13 +108,29 @@ def mfcc_50hz(wave):
 def kmeans_labels(waves, clusters, seed, max_frames, progress):
     """Cluster ids per 50 Hz frame for every wave, and k-means statistics."""
     import numpy as np
-    from sklearn.cluster import MiniBatchKMeans
     from tqdm import tqdm
 
     feats = [mfcc_50hz(w) for w in tqdm(waves, desc="mfcc", unit="utt", disable=not progress, file=sys.stderr)]
+    frames = sum(f.shape[0] for f in feats)
+    if frames < clusters:
+        raise SpeechFTError(f"only {frames} MFCC frames in the training audio, fewer than --clusters {clusters}")
+    labels, counts, km, stats = fit_kmeans(feats, clusters, seed, max_frames)
+    p = counts / counts.sum()
+    stats = {"frames": stats["frames"], "fit_frames": stats["fit_frames"],  # the record's key order
+             "inertia_per_frame": round(float(km.inertia_) / stats["fit_frames"], 4),
+             "used_clusters": stats["used_clusters"],
+             "label_perplexity": round(float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())), 2)}
+    return labels, stats, km
+
+
+def fit_kmeans(feats, clusters, seed, max_frames):
+    """k-means on (a seeded sample of at most ``max_frames`` of) the frames of ``feats``: the ids per
+    frame of every array, the count per cluster, the model, and frame counts. Both HuBERT
+    iterations use it (MFCC targets here, layer features in recipe.py)."""
+    import numpy as np
+    from sklearn.cluster import MiniBatchKMeans
+
     everything = np.concatenate(feats)
-    if everything.shape[0] < clusters:
-        raise SpeechFTError(f"only {everything.shape[0]} MFCC frames in the training audio, fewer than --clusters {clusters}")
     rng = np.random.default_rng(seed)
     sample = everything if everything.shape[0] <= max_frames else everything[rng.choice(everything.shape[0], max_frames, replace=False)]
     km = MiniBatchKMeans(n_clusters=clusters, init="k-means++", max_iter=100, batch_size=10000, tol=0.0,
@@ -122,11 +138,9 @@ def kmeans_labels(waves, clusters, seed, max_frames, progress):
     km.fit(sample)
     labels = [km.predict(f).astype(np.int64) for f in feats]
     counts = np.bincount(np.concatenate(labels), minlength=clusters)
-    p = counts / counts.sum()
-    stats = {"frames": int(everything.shape[0]), "fit_frames": int(sample.shape[0]), "inertia_per_frame":
-             round(float(km.inertia_) / sample.shape[0], 4), "used_clusters": int((counts > 0).sum()),
-             "label_perplexity": round(float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())), 2)}
-    return labels, stats, km
+    stats = {"frames": int(everything.shape[0]), "fit_frames": int(sample.shape[0]),
+             "used_clusters": int((counts > 0).sum())}
+    return labels, counts, km, stats
 
 
 def make_batch(rng, waves, labels, order, batch_seconds, max_seconds, min_samples):

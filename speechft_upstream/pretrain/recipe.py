@@ -81,21 +81,11 @@ def layer_features(model, waves, layer, progress=False):
 
 def layer_labels(model, waves, layer, clusters, seed, max_frames, progress):
     """HuBERT's second-iteration targets: k-means ids of transformer layer ``layer``'s features."""
-    import numpy as np
-    from sklearn.cluster import MiniBatchKMeans
+    from speechft_upstream.pretrain.data import fit_kmeans
 
     feats = layer_features(model, waves, layer, progress)
-    everything = np.concatenate(feats)
-    rng = np.random.default_rng(seed)
-    sample = everything if everything.shape[0] <= max_frames else everything[rng.choice(everything.shape[0], max_frames, replace=False)]
-    km = MiniBatchKMeans(n_clusters=clusters, init="k-means++", max_iter=100, batch_size=10000, tol=0.0,
-                         max_no_improvement=100, n_init=3, reassignment_ratio=0.0, random_state=seed)
-    km.fit(sample)
-    labels = [km.predict(f).astype(np.int64) for f in feats]
-    counts = np.bincount(np.concatenate(labels), minlength=clusters)
-    stats = {"layer": layer, "frames": int(everything.shape[0]), "fit_frames": int(sample.shape[0]),
-             "used_clusters": int((counts > 0).sum()), "label_perplexity": perplexity(counts)}
-    return labels, stats, km
+    labels, counts, km, stats = fit_kmeans(feats, clusters, seed, max_frames)
+    return labels, {"layer": layer, **stats, "label_perplexity": perplexity(counts)}, km
 
 
 def perplexity(counts):
