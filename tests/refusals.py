@@ -106,5 +106,22 @@ def table():
     return "\n".join(lines)
 
 
+START, END = "<!-- refusals:start -->", "<!-- refusals:end -->"
+
+
+def write_readme(readme):
+    """Replace the table between the markers in place (atomically: a crash leaves the old file)."""
+    text = readme.read_text(encoding="utf-8")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    tmp = readme.with_name(readme.name + ".tmp")
+    tmp.write_text(head + START + "\n" + table() + "\n" + END + tail, encoding="utf-8")
+    tmp.replace(readme)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(table() + "\n")
+    # `python -m tests.refusals --write` updates README.md; without it the table goes to stdout.
+    if sys.argv[1:] == ["--write"]:
+        write_readme(Path(__file__).resolve().parents[1] / "README.md")
+    else:
+        sys.stdout.write(table() + "\n")

@@ -18,8 +18,8 @@ def test_readme_lists_every_refusal():
     wanted = set(refusals.table().splitlines()[2:])
     missing, stale = sorted(wanted - listed), sorted(listed - wanted - {refusals.table().splitlines()[0]})
     assert not missing and not stale, (
-        "README.md's refusal table is out of date: run `python -m tests.refusals` and paste its output "
-        f"between the markers.\nmissing: {missing[:10]}\nstale: {stale[:10]}")
+        "README.md's refusal table is out of date: run `python -m tests.refusals --write`"
+        f".\nmissing: {missing[:10]}\nstale: {stale[:10]}")
     assert len(wanted) > 150
 
 
