@@ -1,5 +1,6 @@
 """Task-specific steps of the recipes, for recipe_tool.py: SD's data check and DER scoring, QbE's
-DTW layer sweep with MTWV, ER's mean over the five folds. Shared with recipe_tool: ``fail``."""
+DTW layer sweep with MTWV, ER's mean over the five folds (and over seeds). Shared with
+recipe_tool: ``fail``."""
 
 import argparse
 import json
@@ -212,7 +213,7 @@ def folds(args):
             fail(f"{path}: no fold result ({err})")
     first = rows[0]
     for path, row in zip(args.results, rows):
-        for key in ("task", "metric", "split", "encoder_ckpt", "upstream"):
+        for key in ("task", "metric", "split", "encoder_ckpt", "upstream", "seed"):
             if row.get(key) != first.get(key):
                 fail(f"{path}: {key} {row.get(key)!r} differs from {args.results[0]}'s {first.get(key)!r}")
         if not isinstance(row.get("value"), float) or not math.isfinite(row["value"]):
@@ -222,6 +223,39 @@ def folds(args):
     results["fold"] = "mean"
     results["folds"] = {row.get("fold", f"fold{i + 1}"): row["value"] for i, row in enumerate(rows)}
     results["fold_results"] = [os.path.abspath(p) for p in args.results]
+    from speechft_upstream.checkpoints.files import write_json_atomic
+
+    write_json_atomic(results, args.output, indent=2)
+    print(json.dumps(results))
+
+
+def fold_seeds(args):
+    """ER with --seeds: the mean over seeds of each seed's fold mean (``folds``' outputs, one per
+    seed); each seed's value, each fold's mean over seeds and every (seed, fold) value are kept."""
+    rows = []
+    for path in args.results:
+        try:
+            rows.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            fail(f"{path}: no per-seed ER result ({err})")
+    first = rows[0]
+    for path, row in zip(args.results, rows):
+        for key in ("task", "metric", "split", "encoder_ckpt", "upstream"):
+            if row.get(key) != first.get(key):
+                fail(f"{path}: {key} {row.get(key)!r} differs from {args.results[0]}'s {first.get(key)!r}")
+        if row.get("seed") is None or not isinstance(row.get("folds"), dict):
+            fail(f"{path}: not one seed's fold mean (no 'seed' or 'folds')")
+        if sorted(row["folds"]) != sorted(first["folds"]):
+            fail(f"{path}: folds {sorted(row['folds'])} differ from {args.results[0]}'s {sorted(first['folds'])}")
+    seeds = [str(row["seed"]) for row in rows]
+    if len(set(seeds)) != len(seeds):
+        fail(f"seed {next(s for s in seeds if seeds.count(s) > 1)} is given twice")
+    results = {k: v for k, v in first.items() if k not in ("seed", "fold_results", "early_stopping")}
+    results["value"] = sum(row["value"] for row in rows) / len(rows)
+    results["seeds"] = dict(zip(seeds, (row["value"] for row in rows)))
+    results["folds"] = {f: sum(row["folds"][f] for row in rows) / len(rows) for f in first["folds"]}
+    results["seed_folds"] = {s: row["folds"] for s, row in zip(seeds, rows)}
+    results["seed_results"] = [os.path.abspath(p) for p in args.results]
     from speechft_upstream.checkpoints.files import write_json_atomic
 
     write_json_atomic(results, args.output, indent=2)
@@ -257,3 +291,7 @@ def add_parsers(sub):
     p.add_argument("--output", required=True)
     p.add_argument("results", nargs="+")
     p.set_defaults(func=folds)
+    p = sub.add_parser("fold-seeds")
+    p.add_argument("--output", required=True)
+    p.add_argument("results", nargs="+")
+    p.set_defaults(func=fold_seeds)

@@ -7,6 +7,9 @@
     recipe_tool.py folds --output OUT RESULTS...
                                         one results.json from per-fold ones (ER's five folds):
                                         the mean, and each fold's value
+    recipe_tool.py fold-seeds --output OUT RESULTS...
+                                        ER with --seeds: one results.json from the per-seed fold
+                                        means: their mean, each seed's and each fold's value
     recipe_tool.py items EXP ...        per-item outcomes of a split (s3prl's prediction files)
                                         -> items.json, for the paired tests
     recipe_tool.py runner [--cache-dir DIR] -- [--log FILE] ARGS [--next [--log FILE] ARGS ...]
