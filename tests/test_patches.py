@@ -88,7 +88,7 @@ def report(proc):
 
 
 def test_patches_exist():
-    assert [p.name[:4] for p in PATCHES] == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"]
+    assert [p.name[:4] for p in PATCHES] == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"]
 
 
 def test_check_apply_idempotent_reverse(tree, pristine):
@@ -321,3 +321,91 @@ def test_patched_sv_voxceleb1_on_cpu(patched, tmp_path, tiny_hubert):
     assert_ok(proc)
     eer = [float(x) for x in re.findall(r"sv-voxceleb1/test-EER: ([0-9.eE+-]+)", proc.stdout)]
     assert len(eer) == 1 and 0.0 <= eer[0] <= 1.0
+
+
+# ---- 0009: speechft's asr_ted downstream as s3prl/downstream/asr_ted/ ------------------------------
+
+ASR_TED_PATCH = REPO / "patches" / "s3prl" / "0009-downstream-asr-ted.patch"
+
+
+def _patch_maker():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_asr_ted_patch", REPO / "patches" / "make_asr_ted_patch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_asr_ted_patch_is_generated_from_the_module(tmp_path, monkeypatch):
+    maker = _patch_maker()
+    assert maker.PATCH == ASR_TED_PATCH and ASR_TED_PATCH.read_text() == maker.render()
+    proc = py([REPO / "patches" / "make_asr_ted_patch.py", "--check"], dict(os.environ))
+    assert proc.returncode == 0 and "up to date" in proc.stdout, proc.stderr
+    # a change to the module makes the committed patch stale
+    changed = tmp_path / "expert.py"
+    changed.write_text(maker.FILES[2][0].read_text() + "# changed\n")
+    monkeypatch.setattr(maker, "FILES", [*maker.FILES[:2], (changed, maker.FILES[2][1]), *maker.FILES[3:]])
+    assert maker.main(["--check"]) == 1
+
+
+def test_asr_ted_patch_on_a_copy_of_the_installed_s3prl(tmp_path):
+    """0009 alone goes onto the s3prl this environment runs (its package copied, untouched)."""
+    import s3prl
+
+    root = tmp_path / "installed"
+    shutil.copytree(Path(s3prl.__file__).parent, root / "s3prl", ignore=shutil.ignore_patterns("__pycache__"))
+    assert not (root / "s3prl" / "downstream" / "asr_ted").exists()
+    proc = subprocess.run(["patch", "-p1", "--dry-run", "-i", str(ASR_TED_PATCH)], cwd=root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("checking file s3prl/downstream/asr_ted/") == 4
+    if shutil.which("git"):
+        proc = subprocess.run(["git", "apply", "--check", str(ASR_TED_PATCH)], cwd=root, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    assert not (root / "s3prl" / "downstream" / "asr_ted").exists()  # dry runs
+
+
+FIND_ASR_TED = """
+import importlib, sys
+import s3prl.downstream
+expert = importlib.import_module("s3prl.downstream.asr_ted.expert")
+assert not any(type(f).__name__ == "_PostImportFinder" for f in sys.meta_path), "hook is on"
+print("expert", expert.__file__)
+print("paths", len(s3prl.downstream.__path__))
+print("vocabulary", len(expert.vocabulary().symbols))
+"""
+
+
+def test_patched_source_finds_asr_ted(patched, tmp_path, tiny_hubert):
+    """Hook off: -d asr_ted comes from the patched tree; the plain runner trains it with the
+    patch's config.yaml (the runner's default -c, run from the patched s3prl folder)."""
+    from tests.test_recipes_paper import make_tedlium
+
+    for source, path in _patch_maker().FILES:  # the module's own files, byte for byte
+        assert (patched / path).read_bytes() == source.read_bytes(), path
+    env = dict(patched_env(patched), OMP_NUM_THREADS="1")
+    proc = py(["-c", FIND_ASR_TED], env)
+    assert_ok(proc)
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    assert lines["expert"] == str(patched / "s3prl" / "downstream" / "asr_ted" / "expert.py")
+    assert lines["paths"] == "1"  # s3prl's own downstream folder only: no hook added ours
+    assert lines["vocabulary"] == "32"
+
+    ted = make_tedlium(tmp_path / "TEDLIUM_release-3")
+    exp = tmp_path / "exp"
+    small = ",,".join([f"config.downstream_expert.datarc.ted_root='{ted}'",
+                       "config.runner.total_steps=2", "config.runner.save_step=2", "config.runner.eval_step=2",
+                       "config.runner.log_step=1", "config.downstream_expert.datarc.batch_size=2",
+                       "config.downstream_expert.datarc.train_batch_size=2",
+                       "config.downstream_expert.datarc.num_workers=0"])
+    proc = subprocess.run([sys.executable, "-m", "s3prl.run_downstream", "-m", "train", "-u", "hubert_local", "-k",
+                           str(tiny_hubert), "-d", "asr_ted", "--device", "cpu", "-p", str(exp), "-o", small],
+                          cwd=patched / "s3prl", env=env, capture_output=True, text=True, timeout=600)
+    assert_ok(proc)
+    states = files.load(exp / "states-2.ckpt", allowed=files.RUNNER_ALLOWED)
+    assert states["Args"].downstream == "asr_ted"
+    assert states["Args"].config == "./downstream/asr_ted/config.yaml"  # the patch's config.yaml
+    assert states["Config"]["downstream_expert"]["modelrc"]["RNNs"]["dim"] == [256, 256, 256]
+    assert re.search(r"^dev wer: [0-9.]+$", proc.stdout, re.M), proc.stdout[-2000:]  # dev scored at step 2
+    assert not list(patched.rglob("__pycache__")), "runs must leave the patched tree as applied"
