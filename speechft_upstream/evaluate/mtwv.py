@@ -1,16 +1,19 @@
 """Maximum term-weighted value (MTWV) of query-by-example detection scores (SUPERB QbE).
 
 s3prl's ``quesst14_dtw`` writes one score per (query, document) pair to
-``benchmark.stdlist.xml`` and leaves scoring to the QUESST 2014 package (``score-TWV-Cnxe.sh``
-and its Java tool), which s3prl does not ship. This module computes the same TWV measures from
-their definition.
+``benchmark.stdlist.xml`` and leaves scoring to the QUESST package (``scoring/score-TWV-Cnxe.sh``
+and its Java tool), which s3prl does not ship; SUPERB runs it with -10 as the default score
+(s3prl's docs/superb.md, QbE: ``./score-TWV-Cnxe.sh EXP groundtruth_quesst14_eval -10``). This
+module computes the same TWV measures from their definition.
 
-Definition (NIST 2006 Spoken Term Detection evaluation plan, §4.1, as adopted by the QUESST
-2014 evaluation plan: X. Anguera, L. J. Rodriguez-Fuentes, I. Szöke, A. Buzo, F. Metze, "Query
-by Example Search on Speech at MediaEval 2014", MediaEval 2014 Workshop, CEUR-WS Vol-1263,
-paper 35, §3, where ATWV/MTWV is the secondary metric). In QUESST a trial is a (query,
-document) pair and a detection says the query occurs somewhere in the document (no time
-stamps). For a threshold θ, a query t with N_true(t) ≥ 1 relevant documents among N_docs:
+Definition: the term-weighted value of the NIST 2006 Spoken Term Detection evaluation plan
+(http://www.itl.nist.gov/iad/mig/tests/std/2006/, the format reference of the QUESST scoring
+README), with a (query, document) pair as the trial: QUESST asks whether the query occurs
+somewhere in the document, with no time stamps (X. Anguera, L. J. Rodriguez-Fuentes, I. Szöke,
+A. Buzo, F. Metze, "Query by Example Search on Speech at Mediaeval 2014", MediaEval 2014
+Workshop, CEUR-WS Vol-1263, paper 35, https://ceur-ws.org/Vol-1263/mediaeval2014_submission_35.pdf:
+Cnxe is the primary metric, ATWV "kept as a secondary metric", abstract). For a threshold θ and
+a query t with N_true(t) ≥ 1 relevant documents among N_docs:
 
     P_miss(t, θ) = 1 − N_correct(t, θ) / N_true(t)
     P_FA(t, θ)   = N_FA(t, θ) / (N_docs − N_true(t))
@@ -22,12 +25,27 @@ A trial is detected when its score is ≥ θ (one threshold for all queries). MT
 of TWV(θ); θ = +∞ (nothing detected) gives 0, so MTWV ≥ 0. ATWV is TWV of the system's own
 YES/NO decisions.
 
-Constants (``P_TARGET``, ``C_MISS``, ``C_FA``): P_target = 0.0008, C_miss = 1, C_FA = 1, hence
-β = 1249, the priors and costs of the MediaEval SWS 2013 / QUESST 2014 scoring tools
-(L. J. Rodriguez-Fuentes, M. Penagarikano, "MediaEval 2013 Spoken Web Search Task: System
-Performance Measures", TR-2013-1, GTTS, UPV/EHU, 2013, which the QUESST 2014 plan refers to).
-They are keyword arguments, so another setting is one call away. Trials missing from the
-system output get ``default_score`` (SUPERB passes -10 to score-TWV-Cnxe.sh).
+Constants (``P_TARGET``, ``C_MISS``, ``C_FA``): P_target = 0.0008, C_miss = 100, C_FA = 1, hence
+β = (1/100) · (1/0.0008 − 1) = 1249 / 100 = 12.49. Checked against the QUESST scoring package
+as released for QUESST 2015 (the same ``score-TWV-Cnxe.sh <STDLIST_dir> <Ground_Truth_dir>
+[<default_score>]`` interface): the script sets ``P_target=0.0008``, ``C_fa=1``,
+``C_miss=100`` and hands its Java tool one number, the effective prior
+C_miss·P_target / (C_miss·P_target + C_fa·(1 − P_target)) = 0.08 / 1.0792 = 0.07412898...,
+written by ``bc`` with scale 7 as 0.0741289; its ``scoring/README`` scores the example system
+(from an SWS 2013 submission, SWS 2013 ground truth) with that same 0.0741289. Given only that
+prior, the tool's TWV weight is β = (1 − P_eff) / P_eff = C_fa·(1 − P_target) / (C_miss·P_target)
+(inferred: the jar's source was not read), 12.49 for the exact P_eff and 12.490015 for the
+truncated 0.0741289, a TWV difference of at most 1.6e-5 times the mean P_FA.
+What was not verified: the QUESST 2014 release of the script (quesst14Database, with
+MediaEvalQUESST2014.jar, the one SUPERB runs) could not be read here; the 2015 README's use of
+the same number for a 2013 system suggests the constants did not change from SWS 2013 to
+QUESST 2015, but that is an inference. Nor could the QUESST 2014 paper's metric section or the
+NIST plan be read (NIST STD 2006 itself weighs false alarms by β = 999.9: C/V = 0.1,
+P_term = 1e-4, from memory, not checked here). This module used C_miss = 1 (β = 1249) before,
+which does not match the scoring package: a false alarm cost 100 times what the scorer charges.
+
+The constants are keyword arguments, so another setting is one call away. Trials missing from
+the system output get ``default_score`` (-10, as SUPERB passes it).
 """
 
 import sys
@@ -36,13 +54,18 @@ from pathlib import Path
 from speechft_upstream.errors import SpeechFTError
 
 P_TARGET = 0.0008
-C_MISS = 1.0
+C_MISS = 100.0
 C_FA = 1.0
 DEFAULT_SCORE = -10.0
 
 
 def beta(p_target=P_TARGET, c_miss=C_MISS, c_fa=C_FA):
     return (c_fa / c_miss) * (1.0 / p_target - 1.0)
+
+
+def effective_prior(p_target=P_TARGET, c_miss=C_MISS, c_fa=C_FA):
+    """The one number score-TWV-Cnxe.sh hands the scoring tool (for Cnxe and TWV alike)."""
+    return c_miss * p_target / (c_miss * p_target + c_fa * (1.0 - p_target))
 
 
 def _check(scores, truth, documents):
