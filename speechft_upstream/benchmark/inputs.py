@@ -76,6 +76,7 @@ def data_root_info(root, tasks, finetune_task):
     root = Path(root).resolve()
     audio = check_data_root(root, tasks, finetune_task)
     folders = [TASKS[t][1] for t in tasks] + [FINETUNE_TASKS[finetune_task][1]]
+    folders.append(audio.relative_to(root).parts[0])  # the analysis reads it
     say(f"data: {root} ({', '.join(sorted(set(folders)))}); fingerprinting the file list (paths, sizes, mtimes)")
     digest, files, size = fingerprint(root, folders)
     say(f"data: {files} files, {size / 2**30:.2f} GiB, fingerprint {digest[:16]}…")

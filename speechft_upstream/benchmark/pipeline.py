@@ -86,7 +86,8 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
     if SIZES[size]["corpus"] is None and not data_root:
         raise SpeechFTError(f"--size {size}: needs --data-root (its budgets are for the SUPERB data sets)")
     # every input is checked before anything runs
-    data_info = inputs.data_root_info(data_root, tasks, finetune_task) if data_root else None
+    if data_root:
+        inputs.check_data_root(data_root, tasks, finetune_task)
     theta0_kind = inputs.theta0_format(Path(theta0).resolve()) if theta0 else None
     if gpus is not None and slurm is not None:
         raise SpeechFTError("--gpus and --slurm exclude each other (--slurm-gpus sets the GPUs per job)")
@@ -100,6 +101,7 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
         where = executor.Slurm(work / "slurm", **slurm)
         # all evaluations submitted at once; the login node only waits
         jobs, device = jobs or 10_000, device or ("cuda" if slurm.get("gpus_per_job") else "cpu")
+    data_info = inputs.data_root_info(data_root, tasks, finetune_task) if data_root else None
     with executor.use(where):
         return _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0, theta0_kind,
                     finetune_task, where)
