@@ -305,3 +305,20 @@ def test_second_run_reuses_every_stage_and_submits_nothing(slurm_run):
         assert f"reusing {work / stage}" in err, stage
     assert "reusing 8 finished evaluation(s)" in err and "job " not in err
     assert sorted((work / "slurm").glob("*_submitted.pkl")) == slurm_run["jobs"]
+
+
+def test_failed_jobs_are_one_line_naming_their_log(tmp_path, monkeypatch):
+    """A command that exits non-zero, and a job whose process dies (killed, like a Slurm time-out)."""
+    pytest.importorskip("submitit")
+    from speechft_upstream.errors import SpeechFTError
+
+    monkeypatch.setenv(executor.CLUSTER_ENV, "local")
+    slurm = executor.Slurm(tmp_path / "slurm", gpus_per_job=0)
+    with pytest.raises(SpeechFTError) as err:
+        slurm.run(["bash", "-c", "echo no data >&2; exit 3"], log=tmp_path / "run.log", stream=False)
+    assert re.fullmatch(rf"bash: local job \d+ exited 3; log: {re.escape(str(tmp_path / 'run.log'))}", str(err.value))
+    assert (tmp_path / "run.log").read_text() == "no data\n"
+    with pytest.raises(SpeechFTError) as err:
+        slurm.run(["bash", "-c", "kill -9 $PPID"], stream=False)
+    assert re.fullmatch(rf"bash: local job (\d+) failed \(ended without a result: killed, out of time or memory, or "
+                        rf"its node failed\); log: {re.escape(str(tmp_path / 'slurm'))}/\1_0_log.err", str(err.value))

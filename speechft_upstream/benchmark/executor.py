@@ -124,9 +124,12 @@ class Slurm:
             say(f"[{self.cluster}] {name}: job {job.job_id} (job log {job_log}{', output ' + str(log) if log else ''})")
         try:
             code = job.result()
-        except Exception as err:  # the job itself failed: killed, timed out, node failure
-            first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
-            raise SpeechFTError(f"{name}: {self.cluster} job {job.job_id} failed ({first}); log: {job.paths.stderr}") \
+        except Exception as err:  # the job itself failed; the details are in its log
+            from submitit.core.utils import UncompletedJobError
+
+            why = ("ended without a result: killed, out of time or memory, or its node failed"
+                   if isinstance(err, UncompletedJobError) else f"{type(err).__name__} in the job")
+            raise SpeechFTError(f"{name}: {self.cluster} job {job.job_id} failed ({why}); log: {job.paths.stderr}") \
                 from None
         if code:
             raise SpeechFTError(f"{name}: {self.cluster} job {job.job_id} exited {code}; log: {log or job_log}")

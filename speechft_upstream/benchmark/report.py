@@ -11,7 +11,7 @@ MAIN = ("fbank", "theta0", "theta_prime", "theta_hat")
 LABELS = {"fbank": "FBANK", "theta0": "θ0", "theta_prime": "θ′", "theta_hat": "θ̂"}
 DESCRIBE = {"fbank": "FBANK features (s3prl's `fbank` upstream): the score's lower reference",
             "theta0": "θ0, the pre-trained encoder",
-            "theta_prime": "θ′, θ0 after stable fine-tuning on PR",
+            "theta_prime": "θ′, θ0 after stable fine-tuning on {finetune_task}",
             "theta_hat": "θ̂ = (1−α)·θ0 + α·θ′, α chosen on dev"}
 
 
@@ -167,7 +167,8 @@ def markdown(context, rows, test_scores, analysis_dir):
               "tasks of (s − FBANK)/(perfect − FBANK) (`speechft score --references mini_superb_references.yaml`; "
               "FBANK = 0, perfect = 1000).", ""]
     lines += table_lines(rows, test_scores, context)
-    lines += ["", "- " + "\n- ".join(DESCRIBE[e] for e in MAIN), f"- tasks: {', '.join(context['tasks'])}",
+    described = (DESCRIBE[e].format(finetune_task=context.get("finetune_task", "PR")) for e in MAIN)
+    lines += ["", "- " + "\n- ".join(described), f"- tasks: {', '.join(context['tasks'])}",
               f"- θ0: {theta0['source']}; θ′: stable fine-tuning on {_ft(context)}, "
               f"{sizes['finetune']['steps']} steps, batch {sizes['finetune']['batch']}, lr {sizes['finetune']['lr']}, "
               f"β {sizes['finetune']['beta']})", _data_line(context), ""]
