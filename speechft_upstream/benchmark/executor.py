@@ -11,6 +11,7 @@ stage.json) is redone by the next run.
 import contextlib
 import os
 import queue
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -112,6 +113,7 @@ class Slurm:
         self.executor.update_parameters(**params)
         self.cluster = cluster
         self._lock = threading.Lock()  # submitit's executor is not meant for concurrent submits
+        self._running = set()
 
     def run(self, cmd, log=None, stream=True, cwd=None):
         name = _describe(cmd)
@@ -119,6 +121,7 @@ class Slurm:
         with self._lock:
             self.executor.update_parameters(name=f"speechft-{name.replace(' ', '-')}")
             job = self.executor.submit(_job, cmd, str(log) if log else None, str(cwd) if cwd else None, env)
+            self._running.add(job)
         job_log = job.paths.stdout
         if stream:
             say(f"[{self.cluster}] {name}: job {job.job_id} (job log {job_log}{', output ' + str(log) if log else ''})")
@@ -131,8 +134,20 @@ class Slurm:
                    if isinstance(err, UncompletedJobError) else f"{type(err).__name__} in the job")
             raise SpeechFTError(f"{name}: {self.cluster} job {job.job_id} failed ({why}); log: {job.paths.stderr}") \
                 from None
+        finally:
+            with self._lock:
+                self._running.discard(job)
         if code:
             raise SpeechFTError(f"{name}: {self.cluster} job {job.job_id} exited {code}; log: {log or job_log}")
+
+    def cancel_all(self):
+        """Cancel the jobs still running (the driver was interrupted): their stages, left without
+        stage.json, are redone by the next run, and no old job writes into the new one's folder."""
+        with self._lock:
+            jobs = list(self._running)
+        for job in jobs:
+            say(f"[{self.cluster}] cancelling job {job.job_id}")
+            job.cancel(check=False)
 
 
 def parse_extra(values):
@@ -151,7 +166,21 @@ def use(executor):
     """run_cmd goes through ``executor`` (None: here) inside the block."""
     before = stage_module.EXECUTOR
     stage_module.EXECUTOR = executor
+    handlers = {}
+    if hasattr(executor, "cancel_all") and threading.current_thread() is threading.main_thread():
+        # Ctrl-C / kill: cancel the jobs first, so the threads waiting for them end, then stop as usual
+        def interrupted(signum, frame):
+            executor.cancel_all()
+            previous = handlers[signum]
+            if callable(previous):
+                previous(signum, frame)
+            raise KeyboardInterrupt
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handlers[signum] = signal.signal(signum, interrupted)
     try:
         yield executor
     finally:
+        for signum, previous in handlers.items():
+            signal.signal(signum, previous)
         stage_module.EXECUTOR = before
