@@ -322,3 +322,29 @@ def test_failed_jobs_are_one_line_naming_their_log(tmp_path, monkeypatch):
         slurm.run(["bash", "-c", "kill -9 $PPID"], stream=False)
     assert re.fullmatch(rf"bash: local job (\d+) failed \(ended without a result: killed, out of time or memory, or "
                         rf"its node failed\); log: {re.escape(str(tmp_path / 'slurm'))}/\1_0_log.err", str(err.value))
+
+
+def test_cancel_all_ends_the_running_jobs(tmp_path, monkeypatch):
+    """What an interrupted driver does before it stops (Ctrl-C, SIGTERM): its jobs are cancelled,
+    and the calls waiting for them end with one line each."""
+    pytest.importorskip("submitit")
+    monkeypatch.setenv(executor.CLUSTER_ENV, "local")
+    slurm = executor.Slurm(tmp_path / "slurm", gpus_per_job=0)
+    errors = []
+
+    def wait_for_job():
+        try:
+            slurm.run(["sleep", "120"], stream=False)
+        except Exception as err:
+            errors.append(str(err))
+
+    started = time.time()
+    thread = threading.Thread(target=wait_for_job)
+    thread.start()
+    while not slurm._running and time.time() - started < 30:
+        time.sleep(0.1)
+    time.sleep(2)  # the job's process is up
+    slurm.cancel_all()
+    thread.join(timeout=90)
+    assert not thread.is_alive() and time.time() - started < 90
+    assert len(errors) == 1 and "failed (ended without a result" in errors[0], errors
