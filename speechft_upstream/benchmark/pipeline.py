@@ -14,6 +14,11 @@
 7. analyze     `speechft analyze --base θ0 --models θ′ θ̂` on held-out test audio
 8. report      results.{md,csv,json}, scores.json, plots (report.py)
 
+With --data-root DIR the SUPERB data in DIR replaces stage 1 (inputs.py), --theta0 PATH replaces
+the shipped θ0 (converted first when it is a fairseq checkpoint), --finetune-task picks θ′'s task
+(ASR_TED, the paper's, by default with --data-root) and the size `paper` holds the paper's
+budgets. --gpus N / --slurm change only where the commands run (executor.py).
+
 Every stage keeps a ``stage.json`` (its parameters' key, outputs, time) in its folder under
 --work; a second run reuses a stage when the key matches and the outputs are there, and redoes
 it (and what depends on it) otherwise.
@@ -25,7 +30,8 @@ import threading
 import time
 from pathlib import Path
 
-from speechft_upstream.benchmark.sizes import ALPHAS, BASELINE, SIZES, TASKS
+from speechft_upstream.benchmark import executor, inputs
+from speechft_upstream.benchmark.sizes import ALPHAS, BASELINE, FINETUNE_TASKS, SIZES, TASKS
 from speechft_upstream.benchmark.stage import header, say, stage_key
 from speechft_upstream.benchmark.stages import (stage_analyze, stage_corpus, stage_evaluate, stage_finetune,
                                                 stage_merge, stage_theta0)
@@ -67,11 +73,46 @@ def _alpha_encoder(alpha):
 
 
 def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, device=None, tasks=None,
-        pretrain=False):
+        pretrain=False, data_root=None, theta0=None, finetune_task=None, gpus=None, slurm=None):
+    """``slurm``: None, or the options of executor.Slurm (partition, time_min, gpus_per_job, ...)."""
+    work = Path(work).resolve()
+    tasks = list(tasks or SIZES[size].get("tasks") or TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or "PR" not in tasks:
+        raise SpeechFTError(f"tasks must include PR and come from {', '.join(TASKS)}; got {', '.join(tasks)}")
+    finetune_task = finetune_task or ("ASR_TED" if data_root else "PR")
+    if finetune_task not in FINETUNE_TASKS:
+        raise SpeechFTError(f"--finetune-task must be one of {', '.join(FINETUNE_TASKS)}, got {finetune_task}")
+    if SIZES[size]["corpus"] is None and not data_root:
+        raise SpeechFTError(f"--size {size}: needs --data-root (its budgets are for the SUPERB data sets)")
+    # every input is checked before anything runs
+    if data_root:
+        inputs.check_data_root(data_root, tasks, finetune_task)
+    theta0_kind = inputs.theta0_format(Path(theta0).resolve()) if theta0 else None
+    if gpus is not None and slurm is not None:
+        raise SpeechFTError("--gpus and --slurm exclude each other (--slurm-gpus sets the GPUs per job)")
+    where = None
+    if gpus is not None:
+        if gpus < 1:
+            raise SpeechFTError(f"--gpus must be at least 1, got {gpus}")
+        where = executor.GpuPool(executor.visible_gpus(gpus))
+        jobs, device = jobs or gpus, device or "cuda"
+    elif slurm is not None:
+        where = executor.Slurm(work / "slurm", **slurm)
+        # all evaluations submitted at once; the login node only waits
+        jobs, device = jobs or 10_000, device or ("cuda" if slurm.get("gpus_per_job") else "cpu")
+    data_info = inputs.data_root_info(data_root, tasks, finetune_task) if data_root else None
+    with executor.use(where):
+        return _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0, theta0_kind,
+                    finetune_task, where)
+
+
+def _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0_path, theta0_kind, finetune_task,
+         where):
     from speechft_upstream.benchmark import report
 
     started = time.time()
-    work, out = Path(work).resolve(), Path(out).resolve()
+    out = Path(out).resolve()
     work.mkdir(parents=True, exist_ok=True)
     jobs = jobs or max(1, min(2, os.cpu_count() or 1))
     if device is None:
@@ -79,24 +120,28 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     total = 8
-    tasks = list(tasks or SIZES[size].get("tasks") or TASKS)
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or "PR" not in tasks:
-        raise SpeechFTError(f"tasks must include PR and come from {', '.join(TASKS)}; got {', '.join(tasks)}")
     alphas = tuple(SIZES[size]["alphas"])
     times = {}
-    say(f"speechft benchmark: mini-SUPERB, size {size}, work {work}, results {out}, {jobs} job(s), device {device}")
+    runs_on = where.kind if where else "here"
+    say(f"speechft benchmark: {'SUPERB data' if data_info else 'mini-SUPERB'}, size {size}, work {work}, results "
+        f"{out}, {jobs} job(s), device {device}, commands run: {runs_on}")
 
-    header(1, total, "corpus: eSpeak NG speech in the SUPERB layouts (speechft corpus)")
-    corpus_info = stage_corpus(work, size, seed)
-    times["corpus"] = corpus_info
-    say(f"corpus: {corpus_info['speakers']} speakers, {corpus_info['minutes']} min of audio, "
-        + ", ".join(f"{t} {n}" for t, n in corpus_info["utterances"].items()))
+    if data_info:
+        header(1, total, f"data: --data-root {data_info['dir']} (checked; in place of the corpus stage)")
+        corpus_info = data_info
+        times["data"] = {"_seconds": time.time() - started, "_reused": False}
+    else:
+        header(1, total, "corpus: eSpeak NG speech in the SUPERB layouts (speechft corpus)")
+        corpus_info = stage_corpus(work, size, seed)
+        times["corpus"] = corpus_info
+        say(f"corpus: {corpus_info['speakers']} speakers, {corpus_info['minutes']} min of audio, "
+            + ", ".join(f"{t} {n}" for t, n in corpus_info["utterances"].items()))
 
     # Pre-training and fine-tuning run on one core: with two or more jobs, the FBANK and θ0
     # evaluations (which need only the corpus and θ0) run meanwhile on the other one.
     fbank = {"name": BASELINE, "key": "s3prl fbank"}
-    background = concurrent.futures.ThreadPoolExecutor(max_workers=1) if jobs >= 2 else None
+    # With --slurm every evaluation is submitted in stage 5, all at once.
+    background = concurrent.futures.ThreadPoolExecutor(max_workers=1) if jobs >= 2 and runs_on != "slurm" else None
     slots = threading.Semaphore(jobs)
     early = []
     if background:
@@ -104,9 +149,13 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
         early.append(background.submit(stage_evaluate, work, size, corpus_info, [fbank], device, 1, tasks, True, slots))
 
     try:
-        header(2, total, "θ0: small HuBERT, " + ("pre-trained on this corpus (speechft pretrain)" if pretrain
-                                                  else "the shipped mini-SUPERB θ0"))
-        theta0 = stage_theta0(work, size, seed, corpus_info, pretrain)
+        if theta0_path:
+            header(2, total, f"θ0: --theta0 {theta0_path}")
+            theta0 = inputs.stage_theta0_given(work, theta0_path, theta0_kind)
+        else:
+            header(2, total, "θ0: small HuBERT, " + ("pre-trained on this corpus (speechft pretrain)" if pretrain
+                                                      else "the shipped mini-SUPERB θ0"))
+            theta0 = stage_theta0(work, size, seed, corpus_info, pretrain)
         times["theta0"] = theta0
         theta0_encoder = {"name": "theta0", "path": theta0["path"], "key": stage_key(theta0)}
         if background:
@@ -114,8 +163,9 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
             early.append(background.submit(stage_evaluate, work, size, corpus_info, [theta0_encoder], device, 1, tasks,
                                            True, slots))
 
-        header(3, total, "θ′: stable fine-tuning on PR (downstream_recipes/pr.sh finetune)")
-        theta_prime = stage_finetune(work, size, corpus_info, theta0, device)
+        recipe = FINETUNE_TASKS[finetune_task][0]
+        header(3, total, f"θ′: stable fine-tuning on {finetune_task} (downstream_recipes/{recipe} finetune)")
+        theta_prime = stage_finetune(work, size, corpus_info, theta0, device, finetune_task)
         times["finetune"] = theta_prime
 
         header(4, total, "θ̂_α = (1−α)·θ0 + α·θ′ for α = " + ", ".join(f"{a:g}" for a in ALPHAS) + " (speechft merge)")
@@ -160,6 +210,7 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
     context = {"tasks": tasks, "alphas": alphas, "size": size, "seed": seed, "corpus": corpus_info, "theta0": theta0, "theta_prime": theta_prime,
                "theta_hat": theta_hat, "by_alpha": by_alpha, "dev_scores": dev_scores, "evals": evals,
                "analysis": analysis, "sizes": SIZES[size], "jobs": jobs, "device": device,
+               "finetune_task": finetune_task, "runs_on": runs_on,
                "times": {k: (round(v.get("_seconds", 0.0), 1), v.get("_reused", False)) for k, v in times.items()},
                "wall_seconds": time.time() - started, "work": str(work)}
     written = report.write(out, context)
@@ -170,37 +221,6 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
 
 
 def add_parser(sub):
-    import argparse
+    from speechft_upstream.benchmark import command
 
-    p = sub.add_parser("benchmark", help="the offline mini-SUPERB benchmark of Speech-FT (./run.sh's main job)",
-                       description="corpus → θ0 → stable fine-tuning on PR → merges → SUPERB protocol for FBANK, "
-                                   "θ0, θ′, θ̂ on PR, SID, KS, IC, ER → α chosen on dev → analyze → report. "
-                                   "Finished stages under --work are reused.")
-    p.add_argument("--quick", action="store_true", help="smaller corpus, fewer steps (under 10 minutes on 2 cores)")
-    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: tiny everything
-    p.add_argument("--out", metavar="DIR", help="report folder (default: results; --quick: results/quick, so a "
-                                                "quick run never overwrites the full run's report)")
-    p.add_argument("--work", default="exp/mini_superb", metavar="DIR",
-                   help="stage outputs, reused by the next run (default: exp/mini_superb; --quick uses "
-                        "its subfolder quick/)")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed, and θ0's with --pretrain (default 0)")
-    p.add_argument("--jobs", type=int, metavar="N", help="evaluation runs at a time (default: min(2, CPUs))")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--pretrain", action="store_true", help="pre-train θ0 on this run's corpus (speechft pretrain "
-                   "--recipe mini-superb: about an hour on one core) instead of using the shipped "
-                   "assets/theta0_mini_superb.pt")
-    p.add_argument("--tasks", metavar="T,T,...", help="evaluation tasks, PR included (default: PR,SID,KS,IC,ER)")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args):
-    size = "smoke" if args.smoke else "quick" if args.quick else "full"
-    if args.quick and args.smoke:
-        raise SpeechFTError("--quick and --smoke exclude each other")
-    if args.jobs is not None and args.jobs < 1:
-        raise SpeechFTError(f"--jobs must be at least 1, got {args.jobs}")
-    out = args.out or ("results" if size == "full" else f"results/{size}")
-    run(out=out, work=Path(args.work) / size if size != "full" else args.work, size=size, seed=args.seed,
-        jobs=args.jobs, device=args.device,
-        tasks=[t.strip().upper() for t in args.tasks.split(",") if t.strip()] if args.tasks else None,
-        pretrain=args.pretrain)
+    command.add_parser(sub)

@@ -91,14 +91,22 @@ def run_record(context, rows):
 
     size = context["size"]
     hat = context["theta_hat"]
-    corpus_digest, corpus_files = sha256_tree(context["corpus"]["dir"])
+    data = context["corpus"]
+    if data.get("data_root"):  # real data: its file list's fingerprint, not every byte (inputs.py)
+        corpus = {"path": data["dir"], "data_root": True, "fingerprint": data["fingerprint"], "files": data["files"],
+                  "bytes": data["bytes"], "folders": data["folders"], "fingerprint_of": data["fingerprint_of"]}
+    else:
+        corpus_digest, corpus_files = sha256_tree(data["dir"])
+        corpus = {"path": data["dir"], "sha256": corpus_digest, "files": corpus_files,
+                  "sha256_of": "the sorted `sha256sum` manifest of every file under path"}
     return {
         "speechft": {"version": __version__, "git": _git_commit()},
         "python": sys.version.split()[0], "platform": {"system": platform.platform(), "machine": platform.machine(),
                                                         "cpus": os.cpu_count()},
         "libraries": _versions(),
         "settings": {"size": size, "tasks": list(context["tasks"]), "alphas": list(context["alphas"]),
-                     "jobs": context["jobs"], "device": context["device"],
+                     "jobs": context["jobs"], "device": context["device"], "runs_on": context.get("runs_on"),
+                     "finetune_task": context.get("finetune_task", "PR"),
                      "threads_per_run": THREAD_SETTINGS,
                      "finetune": context["sizes"]["finetune"],
                      "evaluate": {t: eval_budget(size, t) for t in context["tasks"]}},
@@ -107,8 +115,7 @@ def run_record(context, rows):
         "stage_times": {k: {"seconds": s, "reused": r} for k, (s, r) in context["times"].items()},
         "wall_seconds": round(context["wall_seconds"], 1),
         "evaluation_cost_cpu_seconds": evaluation_cost(context["evals"]),
-        "corpus": {"path": context["corpus"]["dir"], "sha256": corpus_digest, "files": corpus_files,
-                   "sha256_of": "the sorted `sha256sum` manifest of every file under path"},
+        "corpus": corpus,
         "theta0": _file(context["theta0"]["path"], source=context["theta0"].get("source")),
         "theta_prime": _file(context["theta_prime"]["path"]),
         "theta_hat": _file(hat["path"], alpha=hat["alpha"], encoder=hat["encoder"]),

@@ -11,7 +11,7 @@ MAIN = ("fbank", "theta0", "theta_prime", "theta_hat")
 LABELS = {"fbank": "FBANK", "theta0": "θ0", "theta_prime": "θ′", "theta_hat": "θ̂"}
 DESCRIBE = {"fbank": "FBANK features (s3prl's `fbank` upstream): the score's lower reference",
             "theta0": "θ0, the pre-trained encoder",
-            "theta_prime": "θ′, θ0 after stable fine-tuning on PR",
+            "theta_prime": "θ′, θ0 after stable fine-tuning on {finetune_task}",
             "theta_hat": "θ̂ = (1−α)·θ0 + α·θ′, α chosen on dev"}
 
 
@@ -136,12 +136,28 @@ def table_lines(rows, test_scores, context):
     return lines
 
 
+def _ft(context):
+    from speechft_upstream.benchmark.sizes import FINETUNE_TASKS
+
+    task = context.get("finetune_task", "PR")
+    return f"{task} (`{FINETUNE_TASKS[task][0]} finetune`"
+
+
+def _data_line(context):
+    data = context["corpus"]
+    if data.get("data_root"):
+        return (f"- data: `{data['dir']}` (--data-root; {data['files']} files, file-list fingerprint "
+                f"{data['fingerprint'][:16]}…, see run.json)")
+    return (f"- corpus: {data['speakers']} eSpeak NG speakers, {data['minutes']} min of audio (size "
+            f"`{data['size']}`); ER is prosody classification (neutral, question, excited, calm)")
+
+
 def markdown(context, rows, test_scores, analysis_dir):
     hat = context["theta_hat"]
     sizes = context["sizes"]
     theta0 = context["theta0"]
     lines = ["# speechft mini-SUPERB: Speech-FT end to end, offline", ""]
-    if context["size"] != "full":
+    if context["size"] not in ("full", "paper"):
         lines += [f"**Size: `{context['size']}`** (`speechft benchmark --{context['size']}`): fewer steps and a "
                   "smaller corpus than `./run.sh`; numbers are noisy.", ""]
     lines += ["Test split, SUPERB protocol (frozen encoder, weighted sum of all hidden states, the task's "
@@ -151,13 +167,11 @@ def markdown(context, rows, test_scores, analysis_dir):
               "tasks of (s − FBANK)/(perfect − FBANK) (`speechft score --references mini_superb_references.yaml`; "
               "FBANK = 0, perfect = 1000).", ""]
     lines += table_lines(rows, test_scores, context)
-    lines += ["", "- " + "\n- ".join(DESCRIBE[e] for e in MAIN), f"- tasks: {', '.join(context['tasks'])}",
-              f"- θ0: {theta0['source']}; θ′: stable fine-tuning on PR (`pr.sh finetune`, "
+    described = (DESCRIBE[e].format(finetune_task=context.get("finetune_task", "PR")) for e in MAIN)
+    lines += ["", "- " + "\n- ".join(described), f"- tasks: {', '.join(context['tasks'])}",
+              f"- θ0: {theta0['source']}; θ′: stable fine-tuning on {_ft(context)}, "
               f"{sizes['finetune']['steps']} steps, batch {sizes['finetune']['batch']}, lr {sizes['finetune']['lr']}, "
-              f"β {sizes['finetune']['beta']})",
-              f"- corpus: {context['corpus']['speakers']} eSpeak NG speakers, {context['corpus']['minutes']} min of "
-              f"audio (size `{context['corpus']['size']}`); ER is prosody classification (neutral, question, "
-              "excited, calm)", ""]
+              f"β {sizes['finetune']['beta']})", _data_line(context), ""]
 
     lines += ["## α chosen on dev", "",
               "Merged θ̂_α were written for α = " + ", ".join(f"{a:g}" for a in ALPHAS) + "; θ0 (α = 0), "

@@ -1,4 +1,4 @@
-"""What the benchmark runs: tasks, α values and the three sizes (full, quick, smoke)."""
+"""What the benchmark runs: tasks, α values and the sizes (full, quick, smoke; paper for real data)."""
 
 from pathlib import Path
 
@@ -14,6 +14,13 @@ TASKS = {
     "KS": ("ks.sh", "ks", "acc", "ACC", True),
     "IC": ("ic.sh", "ic", "acc", "ACC", True),
     "ER": ("er.sh", "er", "acc", "ACC", True),
+}
+
+# Fine-tuning tasks (θ0 → θ′): recipe, data subfolder, metric the runner prints on dev. PR for
+# the mini benchmark; ASR_TED (TED-LIUM 3 ASR) is the paper's, used with --data-root.
+FINETUNE_TASKS = {
+    "PR": ("pr.sh", "pr", "per"),
+    "ASR_TED": ("asr_ted.sh", "asr_ted", "wer"),
 }
 
 # Sizes. Evaluation per task: (most steps, batch size, learning rate[, steps between dev
@@ -36,6 +43,21 @@ SIZES = {
                  "IC": (120, 16, 1e-2, 40), "ER": (120, 8, 1e-2, 40)},
         "analyze_files": 30,
     },
+        # real SUPERB data (--data-root) with the paper's budgets. Evaluation: s3prl's SUPERB configs
+    # (total_steps, batch, lr, gradient accumulation, eval_step), as downstream_recipes/configs/
+    # <task>.yaml record them (s3prl 0.4.18's PyPI package ships no downstream config.yaml), all
+    # steps trained (no early stopping). Fine-tuning: the authors' asr_ted recipe (NOTES.md:
+    # 50k steps, batch 32, Adam 1e-4, the 10-hour train subset), stable fine-tuning with β 0.1.
+    "paper": {
+        "corpus": None, "theta0": "given", "alphas": ALPHAS, "seeds": (1, 2, 3), "patience": None,
+        "finetune": {"steps": 50000, "batch": 32, "lr": 1e-4, "beta": 0.1, "eval_every": 2000, "train_hours": 10},
+        "eval": {"PR": (100000, 16, 1e-2, 1000, 2), "ASR": (200000, 32, 1e-4, 2000, 1),
+                 "KS": (200000, 32, 1e-4, 4000, 1), "QBE": (1, 1, 1e-4, 1, 1),  # DTW: no head, no steps
+                 "SID": (200000, 8, 1e-4, 4000, 4), "ASV": (200000, 10, 1e-4, 10000, 5),
+                 "SD": (30000, 8, 1e-4, 500, 4), "ER": (30000, 4, 1e-4, 1000, 8),
+                 "IC": (200000, 32, 1e-4, 4000, 1), "SF": (200000, 32, 1e-4, 2000, 1)},
+        "workers": None, "feature_cache_mb": None, "analyze_files": 200,
+    },
     # the tests' size: a tiny corpus, random θ0, three tasks
     "smoke": {
         "corpus": "tiny", "theta0": "make-tiny", "alphas": (0.25, 1.0), "tasks": ("PR", "KS", "IC"),
@@ -56,10 +78,17 @@ ENCODER_LABELS = {"fbank": "FBANK", "theta0": "θ0", "theta_prime": "θ′", "th
 
 
 def eval_budget(size, task):
-    """{steps, batch, lr, eval_every, patience, seeds} of one task's evaluation runs."""
+    """{steps, batch, lr, eval_every, patience, seeds, feature_cache_mb[, accumulate, workers]} of one
+    task's evaluation runs. accumulate / workers appear only where a size sets them, so the keys
+    (and caches) of the other sizes stay as they were."""
     spec = SIZES[size]["eval"][task]
     steps, batch, lr = spec[:3]
     every = spec[3] if len(spec) > 3 else (steps if steps < 40 else steps // 4)
-    return {"steps": steps, "batch": batch, "lr": lr, "eval_every": min(every, steps),
-            "patience": SIZES[size].get("patience"), "seeds": tuple(SIZES[size].get("seeds", (1337,))),
-            "feature_cache_mb": FEATURE_CACHE_MB}
+    budget = {"steps": steps, "batch": batch, "lr": lr, "eval_every": min(every, steps),
+              "patience": SIZES[size].get("patience"), "seeds": tuple(SIZES[size].get("seeds", (1337,))),
+              "feature_cache_mb": SIZES[size].get("feature_cache_mb", FEATURE_CACHE_MB)}
+    if len(spec) > 4:
+        budget["accumulate"] = spec[4]
+    if "workers" in SIZES[size]:
+        budget["workers"] = SIZES[size]["workers"]
+    return budget

@@ -38,13 +38,24 @@ def stage_key(params):
 THREAD_SETTINGS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _env():
+def job_env():
+    """What every command gets on top of the environment it starts in (also sent with Slurm jobs)."""
+    env = dict(THREAD_SETTINGS)
+    env["PYTHON"] = sys.executable  # the recipes' interpreter
+    env["PYTHONWARNINGS"] = os.environ.get("PYTHONWARNINGS", "ignore::FutureWarning,ignore::UserWarning")
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+def _env(extra=None):
     env = dict(os.environ)
     # Forced, not defaulted: the thread count changes the floating-point summation order and so
     # the numbers; one thread per run makes a run repeatable whatever the caller's shell sets.
     env.update(THREAD_SETTINGS)
     env["PYTHON"] = sys.executable  # the recipes' interpreter
     env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::UserWarning")
+    env.update(extra or {})
     return env
 
 
@@ -52,18 +63,29 @@ def speechft_cmd(*args):
     return [sys.executable, "-m", "speechft_upstream.cli", *map(str, args)]
 
 
+# Where run_cmd sends commands: None runs them here; executor.py sets a GPU pool or Slurm.
+EXECUTOR = None
+
+
 def run_cmd(cmd, log=None, stream=True, cwd=None):
     """Run ``cmd``; the output goes to the terminal (stream) and/or ``log``. Raises on failure."""
+    if EXECUTOR is not None:
+        return EXECUTOR.run([str(c) for c in cmd], log=log, stream=stream, cwd=cwd)
+    return run_local(cmd, log, stream, cwd)
+
+
+def run_local(cmd, log=None, stream=True, cwd=None, env=None):
+    """run_cmd on this machine; ``env``: more environment for this command (e.g. its GPU)."""
     cmd = [str(c) for c in cmd]
     if log is None and stream:
-        proc = subprocess.run(cmd, env=_env(), cwd=cwd)
+        proc = subprocess.run(cmd, env=_env(env), cwd=cwd)
         if proc.returncode:
             raise SpeechFTError(f"command failed (exit {proc.returncode}): {' '.join(cmd)}")
         return
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8", errors="replace") as handle:
-        proc = subprocess.Popen(cmd, env=_env(), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=_env(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", bufsize=1)
         for line in proc.stdout:
             handle.write(line)

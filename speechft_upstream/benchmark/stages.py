@@ -8,8 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, ENCODER_LABELS, PAPER_ALPHA, RECIPES, SIZES, TASKS,
-                                               eval_budget)
+from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, ENCODER_LABELS, FINETUNE_TASKS, PAPER_ALPHA, RECIPES,
+                                               SIZES, TASKS, eval_budget)
 from speechft_upstream.benchmark.stage import Stage, run_cmd, say, speechft_cmd, stage_key
 from speechft_upstream.errors import SpeechFTError
 
@@ -86,11 +86,13 @@ def stage_theta0(work, size, seed, corpus_info, pretrain=False):
 
 
 def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_hubert", ckpt=None, beta=None,
-               device="cpu", eval_every=None, patience=None, seeds=None, feature_cache=None):
-    recipe, _, _, _, _ = TASKS[task]
+               device="cpu", eval_every=None, patience=None, seeds=None, feature_cache=None, accumulate=1, workers=0):
+    recipe = (TASKS[task] if task in TASKS else FINETUNE_TASKS[task])[0]
     cmd = ["bash", RECIPES / recipe, mode, "--upstream", upstream, "--data", data, "--exp", exp,
-           "--steps", steps, "--batch-size", batch, "--lr", lr, "--workers", 0, "--device", device,
-           "-o", "config.runner.gradient_accumulate_steps=1"]
+           "--steps", steps, "--batch-size", batch, "--lr", lr, "--device", device,
+           "-o", f"config.runner.gradient_accumulate_steps={accumulate}"]
+    if workers is not None:  # None: the config's (the paper size, on a GPU machine's cores)
+        cmd += ["--workers", workers]
     if eval_every is None:
         eval_every = steps if steps < 40 else steps // 2  # two dev passes: each costs a pass over dev
     cmd += ["-o", f"config.runner.eval_step={eval_every},,config.runner.log_step={max(1, min(eval_every, steps // 10))}"
@@ -110,26 +112,33 @@ def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_huber
     return cmd
 
 
-def stage_finetune(work, size, corpus_info, theta0, device):
+def stage_finetune(work, size, corpus_info, theta0, device, task="PR"):
+    """θ′: stable fine-tuning of θ0 on ``task`` (FINETUNE_TASKS) with the size's budget."""
     ft = SIZES[size]["finetune"]
-    stage = Stage(work / "finetune_pr", {"theta0": theta0["path"], "theta0_key": stage_key(theta0), **ft,
-                                         "device": device})
+    recipe, folder, metric = FINETUNE_TASKS[task]
+    params = {"theta0": theta0["path"], "theta0_key": stage_key(theta0), **ft, "device": device}
+    if task != "PR":  # PR's key and folder as before, so existing caches stay valid
+        params["task"] = task
+    stage = Stage(work / f"finetune_{task.lower()}", params)
     done = stage.cached()
     if done:
         say(f"reusing {done['path']}")
         return done
     stage.start()
     exp = stage.folder / "exp"
-    cmd = recipe_cmd("PR", "finetune", Path(corpus_info["dir"]) / "pr", exp, ft["steps"], ft["batch"], ft["lr"],
-                     ckpt=theta0["path"], beta=ft["beta"], device=device)
-    say(f"$ downstream_recipes/pr.sh finetune --steps {ft['steps']} --batch-size {ft['batch']} --lr {ft['lr']} "
+    cmd = recipe_cmd(task, "finetune", Path(corpus_info["dir"]) / folder, exp, ft["steps"], ft["batch"], ft["lr"],
+                     ckpt=theta0["path"], beta=ft["beta"], device=device, eval_every=ft.get("eval_every"),
+                     workers=0 if "workers" not in SIZES[size] else SIZES[size]["workers"])
+    if ft.get("train_hours"):
+        cmd += ["--train-hours", ft["train_hours"]]
+    say(f"$ downstream_recipes/{recipe} finetune --steps {ft['steps']} --batch-size {ft['batch']} --lr {ft['lr']} "
         f"--beta {ft['beta']} ...  (log {exp / 'train.log'})")
     run_cmd(cmd, log=stage.folder / "run.log", stream=True)
     path = exp / "theta_prime.pt"
     if not path.is_file():
-        raise SpeechFTError(f"pr.sh finetune wrote no {path}")
-    dev = _dev_values(exp / "train.log", "per")
-    return stage.finish({"path": str(path.resolve()), "dev_per": dev}, ["exp/theta_prime.pt"])
+        raise SpeechFTError(f"{recipe} finetune wrote no {path}")
+    dev = _dev_values(exp / "train.log", metric)
+    return stage.finish({"path": str(path.resolve()), f"dev_{metric}": dev}, ["exp/theta_prime.pt"])
 
 
 def stage_merge(work, theta0, theta_prime):
@@ -171,7 +180,8 @@ def _eval_one(stage, task, data, encoder, budget, device, slots=None):
     upstream, ckpt = ("fbank", None) if encoder["name"] == BASELINE else ("speechft_hubert", encoder["path"])
     cmd = recipe_cmd(task, "evaluate", data, exp, budget["steps"], budget["batch"], budget["lr"], upstream=upstream,
                      ckpt=ckpt, device=device, eval_every=budget["eval_every"], patience=budget["patience"],
-                     seeds=budget["seeds"], feature_cache=budget["feature_cache_mb"])
+                     seeds=budget["seeds"], feature_cache=budget["feature_cache_mb"],
+                     accumulate=budget.get("accumulate", 1), workers=budget.get("workers", 0))
     run_cmd(cmd, log=stage.folder / "run.log", stream=False)
     seeds, kept = {}, []
     for seed in budget["seeds"]:
@@ -265,7 +275,7 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
 
 def stage_analyze(work, size, corpus_info, theta0, theta_prime, theta_hat, merged_paths):
     """θ′, the chosen θ̂ (when it is not θ′) and θ̂ at the paper's α 0.25 (when merged and not chosen)."""
-    audio = Path(corpus_info["dir"]) / "asr" / "LibriSpeech" / "test"
+    audio = Path(corpus_info.get("analyze_audio") or Path(corpus_info["dir"]) / "asr" / "LibriSpeech" / "test")
     files = SIZES[size]["analyze_files"]
     picks = [("theta_prime", theta_prime["path"])]
     if theta_hat["alpha"] != 1.0:
