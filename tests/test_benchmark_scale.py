@@ -348,3 +348,21 @@ def test_cancel_all_ends_the_running_jobs(tmp_path, monkeypatch):
     thread.join(timeout=90)
     assert not thread.is_alive() and time.time() - started < 90
     assert len(errors) == 1 and "failed (ended without a result" in errors[0], errors
+
+
+def test_converted_theta0_is_used_as_it_is_and_other_families_are_refused(tiny_dir, tmp_path):
+    """--theta0 in speechft's converted format: no conversion, the stage names the file and is
+    reused while its sha256 holds; a wav2vec 2.0 file is refused (the benchmark's upstream is HuBERT)."""
+    from speechft_upstream.benchmark import inputs
+    from speechft_upstream.errors import SpeechFTError
+
+    theta0 = tmp_path / "theta0.pt"
+    shutil.copyfile(tiny_dir / "hubert.pt", theta0)
+    assert inputs.theta0_format(theta0) == "converted"
+    first = inputs.stage_theta0_given(tmp_path / "work", theta0)
+    assert first["path"] == str(theta0) and not first["_reused"] and not (tmp_path / "work" / "theta0" / "theta0.pt").exists()
+    assert inputs.stage_theta0_given(tmp_path / "work", theta0)["_reused"]
+    theta0.write_bytes((tiny_dir / "hubert.pt").read_bytes())  # same bytes: still reused
+    assert inputs.stage_theta0_given(tmp_path / "work", theta0)["_reused"]
+    with pytest.raises(SpeechFTError, match="is a wav2vec2 checkpoint, but a hubert checkpoint is needed"):
+        inputs.theta0_format(tiny_dir / "wav2vec2.pt")
