@@ -58,8 +58,9 @@ from speechft_upstream.data.plan import FORMAT_VERSION, SAMPLE_RATE, SIZES, plan
 from speechft_upstream.data.render import shard_worker
 
 
-def generate(out, seed=0, quick=False, workers=None, force=False, progress=None, size=None):
-    """Write the corpus into ``out``; returns the manifest dict."""
+def generate(out, seed=0, quick=False, workers=None, force=False, progress=None, size=None, dev_extra=True):
+    """Write the corpus into ``out``; returns the manifest dict (``dev_extra=False``: without
+    dev_extra.py's utterances, for the tests)."""
     size = size or ("quick" if quick else "default")
     say = progress or (lambda message: None)
     out = Path(out)
@@ -73,14 +74,15 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
                 manifest = json.loads(manifest_path.read_text())
             except (OSError, ValueError):
                 manifest = {}
-            if manifest.get("seed") == seed and manifest.get("size") == size and manifest.get("format") == FORMAT_VERSION:
+            if (manifest.get("seed") == seed and manifest.get("size") == size and manifest.get("format") == FORMAT_VERSION
+                    and manifest.get("dev_extra", True) == dev_extra):
                 say(f"{out}: corpus already there (seed {seed}, {size}); reusing it")
                 return manifest
         if not force:
             raise SpeechFTError(f"{out}: exists and is not this corpus (seed {seed}, {size}); "
                                 "use --force to replace it")
     started = time.time()
-    layout = plan(seed, size)
+    layout = plan(seed, size, dev_extra=dev_extra)
     _paths(layout)
     layout_sf.paths(layout)
     jobs, speakers = layout["jobs"], layout["speakers"]
@@ -144,9 +146,9 @@ def _write(tmp, out, layout, jobs, speakers, seed, size, workers, say):
     layout_qbe.write(tmp, qbe_jobs)
     manifest = {"format": FORMAT_VERSION, "seed": seed, "size": size, "espeak_ng": version,
                 "sample_rate": SAMPLE_RATE, "speakers": speakers,
-                "roles": layout["roles"], "utterances": [
+                "roles": layout["roles"], **({} if layout["dev_extra"] else {"dev_extra": False}), "utterances": [
                     {k: job[k] for k in ("id", "task", "split", "speaker", "text", "phonemes", "path", "samples",
-                                         "snr_db", "label", "action", "object", "location") if k in job}
+                                         "snr_db", "label", "action", "object", "location", "extra_dev") if k in job}
                     for job in jobs + extra]}
     hours = sum(j["samples"] for j in jobs + extra) / SAMPLE_RATE / 3600
     manifest["hours"] = round(hours, 4)
