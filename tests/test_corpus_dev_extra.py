@@ -106,3 +106,24 @@ def test_dev_counts_and_other_jobs_unchanged(size, expected):
     labels = {t: {j.get("label") for j in base["jobs"] if j["task"] == t and j["split"] != "test"} for t in ("ks", "er")}
     assert all(j["label"] in labels[j["task"]] for j in extra if j["task"] in labels)
     assert len({j["path"] for j in full["jobs"] if "path" in j}) == sum(1 for j in full["jobs"] if "path" in j)
+
+
+def test_er_extra_list_with_other_labels_is_refused(pair, tmp_path):
+    import shutil
+
+    from s3prl.downstream.emotion.expert import DownstreamExpert
+
+    from speechft_upstream.errors import SpeechFTError
+
+    _, _, b_dir, _ = pair
+    er = tmp_path / "er"
+    shutil.copytree(b_dir / "er", er)
+    dev = er / "meta_data" / "Session1" / "dev_meta_data.json"
+    table = json.loads(dev.read_text())
+    table["labels"] = {"neutral": 0, "question": 1, "excited": 2, "sad": 3}
+    dev.write_text(json.dumps(table))
+    config = {"datarc": {"root": str(er), "meta_data": str(er / "meta_data"), "test_fold": "fold1", "pre_load": False,
+                         "train_batch_size": 2, "eval_batch_size": 2, "num_workers": 0, "valid_ratio": 0.2},
+              "modelrc": {"projector_dim": 8, "select": "UtteranceLevel", "UtteranceLevel": {"pooling": "MeanPooling"}}}
+    with pytest.raises(SpeechFTError, match="dev_meta_data.json: labels .* are not those of the training list"):
+        DownstreamExpert(16, config, str(tmp_path))

@@ -37,9 +37,9 @@ def extend_dev(expert, module):
     if not os.path.isfile(path):
         return
     extra = module.IEMOCAPDataset(datarc["root"], path, datarc["pre_load"])
-    if extra.class_dict != expert.test_dataset.class_dict:
-        raise SpeechFTError(f"{path}: labels {extra.class_dict} are not those of the training list "
-                            f"{expert.test_dataset.class_dict}")
+    labels = expert.dev_dataset.dataset.class_dict  # the carve is a Subset of the training list
+    if extra.class_dict != labels:
+        raise SpeechFTError(f"{path}: labels {extra.class_dict} are not those of the training list {labels}")
     carved = len(expert.dev_dataset)
     expert.dev_dataset = ConcatDataset([expert.dev_dataset, extra])
     print(f"[speechft] ER dev: {carved} carved from the training list + {len(extra)} from {path}", flush=True)

@@ -9,6 +9,26 @@ Speakers 0 … 59 are the training pool (and the 60 SID speakers); then ``k`` de
 speakers (``k`` = 10, or 6 with ``--quick``), unseen in training for every task but SID, whose
 train/dev/test utterances all come from the same 60 speakers.
 
+Dev splits are larger than the train/test sizes above would give, by utterances from their own
+random streams (dev_extra.py), so that α selection on dev resolves differences of a few points.
+The report's figure is 1.96 · √2 · the bootstrap standard error: for an accuracy near 50 % that
+is 100 · 2.77 · 0.5 / √n points, ≤ 5 points from n ≈ 770 on; PER's fell from 4.5 points at 60
+utterances, so ≈ 200 reach 2.5. Dev items (default / --quick; before them 60 / 18, 120 / 60,
+240 / 72, 60 / 18, 168 / 106):
+
+| task | dev items | definition | ≈ smallest resolved difference |
+|---|---|---|---|
+| PR | 200 / 102 utterances | 20 / 17 sentences of each dev speaker | 2.5 / 3.5 PER points |
+| SID | 840 / 420 | 14 / 7 dev utterances of each of the 60 training speakers | 4.8 / 6.8 |
+| KS | 840 / 432 | dev speakers, 7 / 6 of each keyword + 14 / 12 unknown words | 4.8 / 6.7 |
+| IC | 840 / 420 | 84 / 70 commands of each dev speaker | 4.8 / 6.8 |
+| ER | 1008 / 370 | s3prl's 20 % carve of the training list + 3 / 1 sentences × 4 styles per train or dev speaker | 4.4 / 7.2 |
+
+(accuracies at the worst case p = 0.5; the report measures the real figure on θ0's dev items).
+--quick stays at ≈ 7 points to keep ./run.sh --quick within 10 minutes. Train and test splits,
+the pre-training lists (pretrain/data.py) and ASV's lists are byte for byte those of corpus
+format 2, which the shipped θ0 was trained on.
+
 Layout under OUT (each the on-disk format of the matching s3prl 0.4.18 downstream):
 
 - ``asr/``: LibriSpeech-style ``LibriSpeech/{train,dev,test}/<spk>/<chapter>/`` with
