@@ -25,6 +25,7 @@ WATCHED = (
     "s3prl.downstream.ctc.expert",  # PyPI s3prl lacks the ctc corpus package (PR)
     "s3prl.downstream.speech_commands",  # before its expert imports catalyst (KS)
     "s3prl.downstream.voxceleb1.dataset",  # its file-list cache is keyed by split only (SID)
+    "s3prl.downstream.emotion.expert",  # the corpus's extra ER dev list joins the carved dev (ER)
     "s3prl.downstream.diarization.expert",  # padded test posteriors past the recording's end (SD)
     "s3prl.downstream.quesst14_dtw.expert",  # os.cpu_count() DTW processes (QbE)
     "s3prl.downstream.sv_voxceleb1",  # before its dataset imports the absent `sox` (ASV)

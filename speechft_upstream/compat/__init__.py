@@ -142,6 +142,12 @@ def _voxceleb1_cache(dataset):
     voxceleb1_cache.install(dataset)
 
 
+def _emotion_expert(expert):
+    from speechft_upstream.compat import emotion_dev
+
+    emotion_dev.install(expert)
+
+
 def _diarization_expert(expert):
     from speechft_upstream.compat import sd_qbe
 
@@ -175,6 +181,7 @@ _FIXES = {
     "s3prl.downstream.ctc.expert": _ctc_corpus,
     "s3prl.downstream.speech_commands": _catalyst_standin,
     "s3prl.downstream.voxceleb1.dataset": _voxceleb1_cache,
+    "s3prl.downstream.emotion.expert": _emotion_expert,
     "s3prl.downstream.diarization.expert": _diarization_expert,
     "s3prl.downstream.quesst14_dtw.expert": _quesst14_expert,
     "s3prl.downstream.sv_voxceleb1": _sv_voxceleb1("package"),

@@ -9,6 +9,26 @@ Speakers 0 … 59 are the training pool (and the 60 SID speakers); then ``k`` de
 speakers (``k`` = 10, or 6 with ``--quick``), unseen in training for every task but SID, whose
 train/dev/test utterances all come from the same 60 speakers.
 
+Dev splits are larger than the train/test sizes above would give, by utterances from their own
+random streams (dev_extra.py), so that α selection on dev resolves differences of a few points.
+The report's figure is 1.96 · √2 · the bootstrap standard error: for an accuracy near 50 % that
+is 100 · 2.77 · 0.5 / √n points, ≤ 5 points from n ≈ 770 on; PER's fell from 4.5 points at 60
+utterances, so ≈ 200 reach 2.5. Dev items (default / --quick; before them 60 / 18, 120 / 60,
+240 / 72, 60 / 18, 168 / 106):
+
+| task | dev items | definition | ≈ smallest resolved difference |
+|---|---|---|---|
+| PR | 200 / 102 utterances | 20 / 17 sentences of each dev speaker | 2.5 / 3.5 PER points |
+| SID | 840 / 420 | 14 / 7 dev utterances of each of the 60 training speakers | 4.8 / 6.8 |
+| KS | 840 / 432 | dev speakers, 7 / 6 of each keyword + 14 / 12 unknown words | 4.8 / 6.7 |
+| IC | 840 / 420 | 84 / 70 commands of each dev speaker | 4.8 / 6.8 |
+| ER | 1008 / 370 | s3prl's 20 % carve of the training list + 3 / 1 sentences × 4 styles per train or dev speaker | 4.4 / 7.2 |
+
+(accuracies at the worst case p = 0.5; the report measures the real figure on θ0's dev items).
+--quick stays at ≈ 7 points to keep ./run.sh --quick within 10 minutes. Train and test splits,
+the pre-training lists (pretrain/data.py) and ASV's lists are byte for byte those of corpus
+format 2, which the shipped θ0 was trained on.
+
 Layout under OUT (each the on-disk format of the matching s3prl 0.4.18 downstream):
 
 - ``asr/``: LibriSpeech-style ``LibriSpeech/{train,dev,test}/<spk>/<chapter>/`` with
@@ -58,8 +78,9 @@ from speechft_upstream.data.plan import FORMAT_VERSION, SAMPLE_RATE, SIZES, plan
 from speechft_upstream.data.render import shard_worker
 
 
-def generate(out, seed=0, quick=False, workers=None, force=False, progress=None, size=None):
-    """Write the corpus into ``out``; returns the manifest dict."""
+def generate(out, seed=0, quick=False, workers=None, force=False, progress=None, size=None, dev_extra=True):
+    """Write the corpus into ``out``; returns the manifest dict (``dev_extra=False``: without
+    dev_extra.py's utterances, for the tests)."""
     size = size or ("quick" if quick else "default")
     say = progress or (lambda message: None)
     out = Path(out)
@@ -73,14 +94,15 @@ def generate(out, seed=0, quick=False, workers=None, force=False, progress=None,
                 manifest = json.loads(manifest_path.read_text())
             except (OSError, ValueError):
                 manifest = {}
-            if manifest.get("seed") == seed and manifest.get("size") == size and manifest.get("format") == FORMAT_VERSION:
+            if (manifest.get("seed") == seed and manifest.get("size") == size and manifest.get("format") == FORMAT_VERSION
+                    and manifest.get("dev_extra", True) == dev_extra):
                 say(f"{out}: corpus already there (seed {seed}, {size}); reusing it")
                 return manifest
         if not force:
             raise SpeechFTError(f"{out}: exists and is not this corpus (seed {seed}, {size}); "
                                 "use --force to replace it")
     started = time.time()
-    layout = plan(seed, size)
+    layout = plan(seed, size, dev_extra=dev_extra)
     _paths(layout)
     layout_sf.paths(layout)
     jobs, speakers = layout["jobs"], layout["speakers"]
@@ -144,9 +166,9 @@ def _write(tmp, out, layout, jobs, speakers, seed, size, workers, say):
     layout_qbe.write(tmp, qbe_jobs)
     manifest = {"format": FORMAT_VERSION, "seed": seed, "size": size, "espeak_ng": version,
                 "sample_rate": SAMPLE_RATE, "speakers": speakers,
-                "roles": layout["roles"], "utterances": [
+                "roles": layout["roles"], **({} if layout["dev_extra"] else {"dev_extra": False}), "utterances": [
                     {k: job[k] for k in ("id", "task", "split", "speaker", "text", "phonemes", "path", "samples",
-                                         "snr_db", "label", "action", "object", "location") if k in job}
+                                         "snr_db", "label", "action", "object", "location", "extra_dev") if k in job}
                     for job in jobs + extra]}
     hours = sum(j["samples"] for j in jobs + extra) / SAMPLE_RATE / 3600
     manifest["hours"] = round(hours, 4)

@@ -40,13 +40,15 @@ def trials(utterances, rng):
 def write(out, layout):
     root = out / "asv"
     heldout = set(layout["roles"]["dev"]) | set(layout["roles"]["test"])
-    for job in layout["jobs"]:
+    # the extra dev utterances (dev_extra.py) stay out: ASV's lists are what they were before them
+    jobs = [j for j in layout["jobs"] if not j.get("extra_dev")]
+    for job in jobs:
         if job["task"] == "sid":
             speaker, video, name = job["path"].split("/")[-3:]
             _link(out / job["path"], root / "dev" / "wav" / speaker / video / name)
     tested = []
     counters = {}
-    for job in layout["jobs"]:
+    for job in jobs:
         if job["task"] == "asr" and job["speaker"] in heldout:
             n = counters[job["speaker"]] = counters.get(job["speaker"], -1) + 1
             rel = f"id{10001 + job['speaker']}/v0/{n:05d}.wav"

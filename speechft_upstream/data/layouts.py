@@ -49,6 +49,8 @@ def _write_tables(out, layout):
     folders = {}
     for job in by_task["asr"]:
         folders.setdefault(str(Path(job["path"]).parent), []).append(job)
+        if job.get("extra_dev"):  # the vocabulary's order (by count) stays what it was
+            continue
         for ch in job["text"].upper().replace(" ", "|"):
             chars[ch] = chars.get(ch, 0) + 1
         chars["|"] = chars.get("|", 0) + 1
@@ -118,7 +120,11 @@ def _write_tables(out, layout):
     session = out / "er" / "meta_data" / "Session1"
     session.mkdir(parents=True, exist_ok=True)
     labels = {style: i for i, style in enumerate(PROSODY)}
-    for name, splits in (("train_meta_data.json", ("train", "dev")), ("test_meta_data.json", ("test",))):
+    # s3prl carves its dev (20 %) out of the training list; the extra dev utterances go to a
+    # list of their own, added to that dev by compat/emotion_dev.py, so the carve stays the same
+    for name, splits, extra in (("train_meta_data.json", ("train", "dev"), False),
+                                ("test_meta_data.json", ("test",), False), ("dev_meta_data.json", ("dev",), True)):
         meta = [{"path": j["path"].split("er/", 1)[1], "label": j["label"], "speaker": f"spk{j['speaker']:03d}"}
-                for j in by_task["er"] if j["split"] in splits]
-        (session / name).write_text(json.dumps({"labels": labels, "meta_data": meta}, indent=1))
+                for j in by_task["er"] if j["split"] in splits and bool(j.get("extra_dev")) == extra]
+        if meta or not extra:
+            (session / name).write_text(json.dumps({"labels": labels, "meta_data": meta}, indent=1))

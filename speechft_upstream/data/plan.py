@@ -21,7 +21,7 @@ SIZES = {
     "tiny": {"train_speakers": 6, "heldout": 2, "sentences": 2, "sid": (1, 1, 1), "ks_reps": 0, "ks_unknown": 1,
              "ic": 2, "er": 1, "shards": 2},
 }
-FORMAT_VERSION = 2  # 2: sd/ and qbe/
+FORMAT_VERSION = 3  # 2: sd/ and qbe/; 3: the extra dev utterances (dev_extra.py)
 
 ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3")
@@ -126,8 +126,9 @@ def _ks_speaker_name(seed, index, want_dev):
     raise RuntimeError("no speaker name found")  # pragma: no cover
 
 
-def plan(seed=0, size="default"):
-    """Speakers and the list of utterance jobs (everything but the audio)."""
+def plan(seed=0, size="default", dev_extra=True):
+    """Speakers and the list of utterance jobs (everything but the audio); ``dev_extra=False``
+    leaves out dev_extra.py's utterances (the tests compare the two)."""
     sizes = SIZES[size]
     n_train = sizes["train_speakers"]
     n_speakers = n_train + 2 * sizes["heldout"]
@@ -167,10 +168,15 @@ def plan(seed=0, size="default"):
     from speechft_upstream.data import layout_sf
 
     layout_sf.add_jobs(add, seed, size, split_of)  # after the others: their ids and noise seeds stay
+    if dev_extra:
+        from speechft_upstream.data import dev_extra as extra_dev
+
+        extra_dev.add_jobs(add, jobs, seed, size, roles)  # after SF's, for the same reason
     for index, job in enumerate(jobs):
         job["noise_seed"] = int(rng_for(seed, "noise", index).integers(2 ** 31))
     ks_names = {s: _ks_speaker_name(seed, s, split_of[s] == "dev") for s in range(n_speakers)}
-    return {"seed": seed, "size": size, "speakers": speakers, "roles": roles, "ks_names": ks_names, "jobs": jobs}
+    return {"seed": seed, "size": size, "speakers": speakers, "roles": roles, "ks_names": ks_names, "jobs": jobs,
+            "dev_extra": dev_extra}
 
 
 def _cover_ic_slots(jobs):

@@ -43,8 +43,11 @@ def read_corpus(corpus):
         utterances = manifest["utterances"]
     except (ValueError, KeyError, TypeError) as err:
         raise SpeechFTError(f"{manifest_path}: not a speechft corpus manifest ({type(err).__name__}: {err})") from None
-    train = [u for u in utterances if u.get("split") == "train" and u.get("task") in PRETRAIN_TASKS]
-    dev = [u for u in utterances if u.get("split") == "dev" and u.get("task") in PRETRAIN_TASKS]
+    # the corpus's extra dev utterances (data/dev_extra.py) came after the shipped θ0: left out,
+    # so the recipe still sees the same training and held-out lists
+    kept = [u for u in utterances if u.get("task") in PRETRAIN_TASKS and not u.get("extra_dev")]
+    train = [u for u in kept if u.get("split") == "train"]
+    dev = [u for u in kept if u.get("split") == "dev"]
     if not train:
         raise SpeechFTError(f"{manifest_path}: lists no training utterances")
     return manifest, sha256_of(manifest_path), train, dev
