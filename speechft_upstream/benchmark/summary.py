@@ -83,7 +83,8 @@ def decorate(rows, evals, source, paired=True):
         row["steps_run"] = [out["seeds"][str(s)].get("steps_run") for s in row["seeds"]]
         against = {"theta_hat": ("theta_prime", "theta0"), "theta_prime": ("theta0",)}.get(row["encoder"], ())
         for other in against:
-            test = paired_p(evals, source[row["encoder"]], source[other], row["task"]) if paired else None
+            same = source[row["encoder"]] == source[other]  # θ̂ at α = 1 is θ′: the same runs, p = 1
+            test = paired_p(evals, source[row["encoder"]], source[other], row["task"]) if paired or same else None
             row[f"p_vs_{other}"] = None if test is None else test["p"]
             if paired:
                 tests[(row["encoder"], other, row["task"])] = test
