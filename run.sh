@@ -18,7 +18,8 @@ commands:
   (none)        set up .venv if needed, then the main job, the offline mini-SUPERB benchmark
                 (speechft benchmark; 26 min on 2 cores from a fresh clone, set-up included):
                 eSpeak NG corpus, θ0 pre-trained on it, stable fine-tuning on PR -> θ′, merges θ̂_α, α chosen on dev, SUPERB protocol
-                for FBANK, θ0, θ′, θ̂ on PR, SID, KS, IC, ER; report in results/ (results.md,
+                for FBANK, θ0, θ′, θ̂ on PR, SID, KS, IC, ER (--tasks all: the ten SUPERB tasks);
+                report in results/ (results.md,
                 .csv, .json, scores.json, plots), stages cached in exp/mini_superb/ and reused
   --quick       the same, smaller and shorter (under 10 minutes; report in results/quick/); other options go to
                 speechft benchmark (--out DIR, --work DIR, --jobs N, --tasks T,T; see

@@ -79,3 +79,25 @@ def corpus_digest(folder):
                 data = data.replace(str(Path(folder).resolve()).encode(), b"OUT")
             h.update(data)
     return h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def benchmark_smoke(tmp_path_factory):
+    """`speechft benchmark --smoke` (PR, KS, IC) run twice in one --work: the second reuses every
+    stage. Session-wide, so that test_benchmark_tasks.py adds its tasks to the same --work."""
+    import time
+
+    root = tmp_path_factory.mktemp("benchmark")
+    out, work = root / "results", root / "work"
+    args = ["-m", "speechft_upstream.cli", "benchmark", "--smoke", "--out", out, "--work", work]
+    env = {"OMP_NUM_THREADS": "1"}
+    started = time.time()
+    first = run_py(args, env=env, timeout=900)
+    first_seconds = time.time() - started
+    assert_ok(first)
+    started = time.time()
+    second = run_py(args, env=env, timeout=300)
+    second_seconds = time.time() - started
+    assert_ok(second)
+    return {"out": out, "work": work, "first": first, "second": second,
+            "first_seconds": first_seconds, "second_seconds": second_seconds}

@@ -8,7 +8,6 @@ KS and IC, α in {0.25, 1}. It goes through the seeds, CI and p-value code paths
 import csv
 import hashlib
 import json
-import time
 
 import pytest
 
@@ -19,21 +18,8 @@ TASKS = {"PR", "KS", "IC"}
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("benchmark")
-    out, work = root / "results", root / "work"
-    args = ["-m", "speechft_upstream.cli", "benchmark", "--smoke", "--out", out, "--work", work]
-    env = {"OMP_NUM_THREADS": "1"}
-    started = time.time()
-    first = run_py(args, env=env, timeout=900)
-    first_seconds = time.time() - started
-    assert_ok(first)
-    started = time.time()
-    second = run_py(args, env=env, timeout=300)
-    second_seconds = time.time() - started
-    assert_ok(second)
-    return {"out": out, "work": work, "first": first, "second": second,
-            "first_seconds": first_seconds, "second_seconds": second_seconds}
+def smoke(benchmark_smoke):  # conftest.py: shared with test_benchmark_tasks.py, which reuses its stages
+    return benchmark_smoke
 
 
 def test_results_files_hold_one_row_per_encoder_and_task(smoke):

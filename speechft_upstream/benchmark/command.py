@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from speechft_upstream.benchmark.sizes import FINETUNE_TASKS
+from speechft_upstream.benchmark.sizes import DEFAULT_TASKS, FINETUNE_TASKS, TASKS, parse_tasks
 from speechft_upstream.errors import SpeechFTError
 
 PUBLIC_SIZES = ("full", "quick", "paper")  # smoke is the tests' (--smoke, hidden)
@@ -43,7 +43,11 @@ def add_parser(sub):
     p.add_argument("--pretrain", action="store_true", help="pre-train θ0 on this run's corpus (speechft pretrain "
                    "--recipe mini-superb: about an hour on one core) instead of using the shipped "
                    "assets/theta0_mini_superb.pt")
-    p.add_argument("--tasks", metavar="T,T,...", help="evaluation tasks, PR included (default: PR,SID,KS,IC,ER)")
+    p.add_argument("--tasks", metavar="T,T,...",
+                   help="evaluation tasks, PR included, from " + ",".join(TASKS) + ", or 'all' for the ten "
+                        "(default: " + ",".join(DEFAULT_TASKS) + "; with --data-root: all ten; each added task "
+                        "lengthens the run: QbE runs DTW on every layer, ASV has no dev split and does not enter "
+                        "the choice of α)")
     g = p.add_argument_group("where the commands run")
     g.add_argument("--gpus", type=int, metavar="N", help="N runs at a time on this machine, each on its own GPU "
                    "(CUDA_VISIBLE_DEVICES); refused when fewer than N CUDA devices are visible")
@@ -83,6 +87,6 @@ def _cli(args):
     out = args.out or ("results" if size == "full" else f"results/{size}")
     pipeline.run(out=out, work=Path(args.work) / size if size != "full" else args.work, size=size, seed=args.seed,
                  jobs=args.jobs, device=args.device,
-                 tasks=[t.strip().upper() for t in args.tasks.split(",") if t.strip()] if args.tasks else None,
+                 tasks=parse_tasks(args.tasks) if args.tasks else None,
                  pretrain=args.pretrain, data_root=args.data_root, theta0=args.theta0,
                  finetune_task=args.finetune_task, gpus=args.gpus, slurm=slurm)

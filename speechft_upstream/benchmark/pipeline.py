@@ -8,9 +8,12 @@
 4. merges      `speechft merge` θ̂_α = (1−α)·θ0 + α·θ′ for α in ALPHAS, one pass
 5. evaluate    the SUPERB protocol (`<task>.sh evaluate`: frozen encoder, weighted sum of layers,
                the task's head trained, dev-best checkpoint tested) for FBANK (`-u fbank`), θ0,
-               every θ̂_α and θ′ (= α 1.0) on PR, SID, KS, IC, ER (prosody)
+               every θ̂_α and θ′ (= α 1.0) on PR, SID, KS, IC, ER (prosody) by default;
+               --tasks adds any of ASR, QbE (DTW on every layer: no head, one run), ASV, SD, SF
+               (--tasks all: the ten)
 6. select α    the α whose *dev* SUPERB-style score (1000 × mean over tasks of
-               (dev − FBANK dev)/(perfect − FBANK dev)) is highest; its *test* rows are θ̂
+               (dev − FBANK dev)/(perfect − FBANK dev), each task's main metric; ASV, which has
+               no dev split, left out) is highest; its *test* rows are θ̂
 7. analyze     `speechft analyze --base θ0 --models θ′ θ̂` on held-out test audio
 8. report      results.{md,csv,json}, scores.json, plots (report.py)
 
@@ -31,7 +34,8 @@ import time
 from pathlib import Path
 
 from speechft_upstream.benchmark import executor, inputs
-from speechft_upstream.benchmark.sizes import ALPHAS, BASELINE, FINETUNE_TASKS, SIZES, TASKS
+from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, DEFAULT_TASKS, FINETUNE_TASKS, NO_DEV, SCALE,
+                                               SIZES, TASKS)
 from speechft_upstream.benchmark.stage import header, say, stage_key
 from speechft_upstream.benchmark.stages import (stage_analyze, stage_corpus, stage_evaluate, stage_finetune,
                                                 stage_merge, stage_theta0)
@@ -42,10 +46,12 @@ def select_alpha(evals, alphas):
     """The α with the highest dev score; returns (alpha, {alpha: dev score}, per-task detail)."""
     from speechft_upstream.evaluate import score
 
-    refs = score.load_references(score.MINI_REFERENCES)
+    refs = selection_references(score.load_references(score.MINI_REFERENCES))
     rows = []
     for (name, task), out in evals.items():
-        rows.append({"encoder": name, "task": task, "metric": TASKS[task][3], "value": 100.0 * out["dev"],
+        if out.get("dev") is None:  # ASV: no dev split
+            continue
+        rows.append({"encoder": name, "task": task, "metric": TASKS[task][3], "value": SCALE[task] * out["dev"],
                      "split": "dev"})
     scores = score.compute(rows, refs, split="dev", baseline_encoder=BASELINE, source="dev results")
     by_alpha = {}
@@ -55,6 +61,17 @@ def select_alpha(evals, alphas):
             by_alpha[a] = scores[name]["score"]
     best = max(by_alpha, key=lambda a: (by_alpha[a], -a))  # ties: the smaller α
     return best, by_alpha, scores
+
+
+def selection_references(refs):
+    """The references with each benchmark task's main metric only: SF's F1 chooses α (its CER is
+    reported, and scored on test, but its dev value is not part of the choice)."""
+    main = {t.lower(): spec[3].lower() for t, spec in TASKS.items()}
+    tasks = {}
+    for task, metrics in refs["tasks"].items():
+        want = main.get(task.lower())
+        tasks[task] = {m: p for m, p in metrics.items() if want is None or m.lower() == want}
+    return dict(refs, tasks=tasks)
 
 
 def _sweep_encoders(alphas, theta_prime, merged):
@@ -76,10 +93,14 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
         pretrain=False, data_root=None, theta0=None, finetune_task=None, gpus=None, slurm=None):
     """``slurm``: None, or the options of executor.Slurm (partition, time_min, gpus_per_job, ...)."""
     work = Path(work).resolve()
-    tasks = list(tasks or SIZES[size].get("tasks") or TASKS)
+    # the mini benchmark's default keeps ./run.sh within an hour; the paper's table has all ten
+    tasks = list(tasks or SIZES[size].get("tasks") or (TASKS if data_root else DEFAULT_TASKS))
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or "PR" not in tasks:
-        raise SpeechFTError(f"tasks must include PR and come from {', '.join(TASKS)}; got {', '.join(tasks)}")
+        raise SpeechFTError(f"tasks must include PR and come from {', '.join(TASKS)} (or be 'all'); got "
+                            f"{', '.join(tasks)}")
+    if len(set(tasks)) != len(tasks):
+        raise SpeechFTError(f"--tasks names a task twice: {', '.join(tasks)}")
     finetune_task = finetune_task or ("ASR_TED" if data_root else "PR")
     if finetune_task not in FINETUNE_TASKS:
         raise SpeechFTError(f"--finetune-task must be one of {', '.join(FINETUNE_TASKS)}, got {finetune_task}")
@@ -195,7 +216,8 @@ def _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0
     evals = stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, slots=slots)
     times["evaluate"] = {"_seconds": time.time() - t5, "_reused": False}
 
-    header(6, total, f"α chosen on the dev splits (dev SUPERB-style score over {', '.join(tasks)})")
+    header(6, total, f"α chosen on the dev splits (dev SUPERB-style score over "
+                     f"{', '.join(t for t in tasks if t not in NO_DEV)})")
     alpha, by_alpha, dev_scores = select_alpha(evals, alphas)
     for a, s in by_alpha.items():
         say(f"  α = {a:<5g} dev score {s:8.2f}" + ("   <- chosen" if a == alpha else ""))

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from speechft_upstream.benchmark.sizes import REPO, TASKS, eval_budget
+from speechft_upstream.benchmark.sizes import NO_DEV, NO_HEAD, REPO, SCALE, TASKS, UNIT, eval_budget
 from speechft_upstream.benchmark.stage import THREAD_SETTINGS
 from speechft_upstream.pretrain.data import sha256_of
 
@@ -130,12 +130,19 @@ def write(out, context, rows):
     from speechft_upstream.benchmark import summary
     from speechft_upstream.checkpoints import files
 
+    from speechft_upstream.evaluate import score
+
     context["dev_resolution"] = summary.dev_resolution(context["evals"], context["tasks"])
+    refs = score.load_references(score.MINI_REFERENCES)["tasks"]
+    scored = [t for t in context["tasks"] if t not in NO_DEV]  # the tasks of the dev score
     for task, r in context["dev_resolution"].items():
         if r:  # the same difference in the units of the dev score that chooses α
-            perfect = 100.0 if TASKS[task][4] else 0.0
-            span = abs(perfect - 100.0 * context["evals"][("fbank", task)]["dev"])
-            r["dev_score_points"] = r["smallest_difference"] * 1000 / len(context["tasks"]) / span if span else None
+            ref = next(v for k, v in refs.items() if k.upper() == task)
+            perfect = next(v["sota"] for m, v in ref.items() if m.upper() == TASKS[task][3])
+            # the resolution is in percentage points (items are fractions): the span in the same
+            span = abs(perfect - SCALE[task] * context["evals"][("fbank", task)]["dev"])
+            span *= 1.0 if UNIT[task] == "%" else 100.0
+            r["dev_score_points"] = r["smallest_difference"] * 1000 / len(scored) / span if span else None
     record = run_record(context, rows)
     files.write_json_atomic(record, Path(out) / "run.json", indent=2, ensure_ascii=False, default=str)
     tests = {f"{a} vs {b} / {t}": v for (a, b, t), v in (context.get("tests") or {}).items()}
@@ -148,7 +155,10 @@ def statistics_lines(context, rows):
     seeds = list(context["sizes"].get("seeds", ()))
     lines = ["## Seeds, confidence intervals, significance", "",
              f"Every encoder × task was evaluated with {len(seeds)} seeds ({', '.join(map(str, seeds))}: the "
-             "runner's --seed, i.e. head initialisation and data order); heads train until "
+             "runner's --seed, i.e. head initialisation and data order)"
+             + ("; QbE once: DTW on frozen features has no head and no randomness, so there is no seed spread "
+                "and no CI (one run, recorded as deterministic)" if any(t in NO_HEAD for t in context["tasks"]) else "")
+             + "; heads train until "
              f"{context['sizes'].get('patience')} dev evaluations in a row bring no improvement, or the most steps "
              "(run.json `settings.evaluate`). A cell is the mean ± the half-width of the 95 % t-interval over the "
              "seeds. † θ̂ differs from θ′, ‡ θ̂ (or θ′) differs from θ0, p < 0.05, paired test on the test items "
@@ -164,6 +174,16 @@ def statistics_lines(context, rows):
         lines.append(f"| {task} | {fmt(by[('theta_prime', task)].get('p_vs_theta0'))} | "
                      f"{fmt(by[('theta_hat', task)].get('p_vs_theta_prime'))} | "
                      f"{fmt(by[('theta_hat', task)].get('p_vs_theta0'))} |")
+    untested = [t for t in context["tasks"] if by[("theta_hat", t)].get("p_vs_theta0") is None]
+    if untested:
+        why = {"SF": "F1 and CER are computed over the decoded slot strings, not per-item outcomes of one metric",
+               "SD": "the DER comes from the RTTMs of whole recordings", "ASV": "EER is a property of the trial set",
+               "QBE": "MTWV is a property of the detection set", "ASR": "the asr expert's <split>-noLM-hyp.ark files are not read by evaluate/items.py, so no items.json"}
+        lines += ["", "n/a: no p-value could be computed (null in results.json; no † / ‡): "
+                  + "; ".join(f"{t}: {why.get(t, 'no per-item predictions were logged')}" for t in untested) + "."]
+    no_ci = [t for t in context["tasks"] if by[("theta0", t)].get("ci95") is None]
+    if no_ci:
+        lines += ["", f"No 95 % CI for {', '.join(no_ci)}: one run (null in results.json)."]
     resolution = context.get("dev_resolution") or {}
     lines += ["", "What the dev splits resolve (they choose α): the smallest difference between two encoders' dev "
               "values that is larger than noise at 95 % (1.96 · √2 · bootstrap standard error of the metric on "

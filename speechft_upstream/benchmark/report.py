@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from speechft_upstream.benchmark.sizes import ALPHAS, BASELINE, TASKS
+from speechft_upstream.benchmark.sizes import ALPHAS, BASELINE, EXTRA_METRICS, NO_DEV, SCALE, TASKS, UNIT
 
 MAIN = ("fbank", "theta0", "theta_prime", "theta_hat")
 LABELS = {"fbank": "FBANK", "theta0": "θ0", "theta_prime": "θ′", "theta_hat": "θ̂"}
@@ -15,34 +15,60 @@ DESCRIBE = {"fbank": "FBANK features (s3prl's `fbank` upstream): the score's low
             "theta_hat": "θ̂ = (1−α)·θ0 + α·θ′, α chosen on dev"}
 
 
-def _percent(value):
-    return 100.0 * value
+def _scaled(task, value):
+    """A recipe's value in the report's unit (sizes.SCALE); None (no dev split) stays None."""
+    return None if value is None else round(SCALE[task] * value, 4)
+
+
+def unit_label(task):
+    return "%" if UNIT[task] == "%" else ""
+
+
+def head_label(task, metric=None, higher=None):
+    metric = metric or TASKS[task][3]
+    higher = TASKS[task][4] if higher is None else higher
+    return " ".join(x for x in (task, metric, unit_label(task), "↑" if higher else "↓") if x)
 
 
 def rows_of(context):
-    """One row per main encoder × task (test split), values in percent: the mean over seeds, the
-    per-seed values, the 95 % CI and, on θ̂ / θ′ rows, paired-test p-values (summary.py)."""
+    """One row per main encoder × task (test split), in each task's unit (percent; QbE's MTWV a
+    fraction): the mean over seeds, the per-seed values, the 95 % CI and, on θ̂ / θ′ rows,
+    paired-test p-values (summary.py). A task with more metrics (SF) keeps them all in
+    ``metrics``; their own rows are ``context["extra_rows"]`` (results.json holds both)."""
     from speechft_upstream.benchmark import summary
 
     evals, hat = context["evals"], context["theta_hat"]
     source = {"fbank": "fbank", "theta0": "theta0", "theta_prime": "theta_prime", "theta_hat": hat["encoder"]}
-    rows = []
+    rows, extra = [], []
     for encoder in MAIN:
         for task in context["tasks"]:
             _, _, _, metric, higher = TASKS[task]
             out = evals[(source[encoder], task)]
-            row = {"encoder": encoder, "task": task, "metric": metric, "value": round(_percent(out["test"]), 4),
-                   "split": "test", "dev_value": round(_percent(out["dev"]), 4), "higher_is_better": higher,
-                   "unit": "%"}
+            row = {"encoder": encoder, "task": task, "metric": metric, "value": _scaled(task, out["test"]),
+                   "split": "test", "dev_value": _scaled(task, out["dev"]), "higher_is_better": higher,
+                   "unit": UNIT[task]}
             if encoder == "theta_hat":
                 row["alpha"] = hat["alpha"]
+            if out.get("deterministic"):
+                row["deterministic"] = True  # one run, no seed spread (QbE's DTW)
             rows.append(row)
+            for name, other_higher in EXTRA_METRICS.get(task, {}).values():
+                other = out["metrics"][name]
+                extra.append(dict(row, metric=name, value=_scaled(task, other["test"]),
+                                  dev_value=_scaled(task, other["dev"]), higher_is_better=other_higher,
+                                  main_metric=metric))
     context["tests"] = summary.decorate(rows, evals, source)
+    summary.decorate(extra, evals, source, paired=False)
+    for row in rows + extra:
+        siblings = [r for r in rows + extra if (r["encoder"], r["task"]) == (row["encoder"], row["task"])]
+        if len(siblings) > 1:
+            row["metrics"] = {r["metric"]: r["value"] for r in siblings}
+    context["extra_rows"] = extra
     return rows
 
 
 def sweep_of(context):
-    """Every evaluated α (0 = θ0, 1 = θ′) × task, dev and test, values in percent."""
+    """Every evaluated α (0 = θ0, 1 = θ′) × task × metric, dev and test, in the tasks' units."""
     evals = context["evals"]
     rows = []
     for alpha in (0.0, *context["alphas"]):
@@ -51,7 +77,11 @@ def sweep_of(context):
             metric = TASKS[task][3]
             out = evals[(name, task)]
             rows.append({"alpha": alpha, "encoder": name, "task": task, "metric": metric,
-                         "dev": round(_percent(out["dev"]), 4), "test": round(_percent(out["test"]), 4)})
+                         "dev": _scaled(task, out["dev"]), "test": _scaled(task, out["test"])})
+            for other, _ in EXTRA_METRICS.get(task, {}).values():
+                rows.append({"alpha": alpha, "encoder": name, "task": task, "metric": other,
+                             "dev": _scaled(task, out["metrics"][other]["dev"]),
+                             "test": _scaled(task, out["metrics"][other]["test"])})
     return rows
 
 
@@ -74,18 +104,19 @@ def _write(out, context):
     from speechft_upstream.evaluate import score
 
     rows = rows_of(context)
+    all_rows = rows + context["extra_rows"]  # results.json: every metric, so speechft score can read it
     sweep = sweep_of(context)
     refs = score.load_references(score.MINI_REFERENCES)
-    test_scores = score.compute(rows, refs, split="test", baseline_encoder=BASELINE, source="results.json")
+    test_scores = score.compute(all_rows, refs, split="test", baseline_encoder=BASELINE, source="results.json")
     written = []
 
-    (out / "results.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(all_rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     fields = ["encoder", "task", "metric", "value", "split", "dev_value", "higher_is_better", "unit", "alpha",
-              "ci95_low", "ci95_high", "seed_values", "p_vs_theta_prime", "p_vs_theta0"]
+              "ci95_low", "ci95_high", "seed_values", "p_vs_theta_prime", "p_vs_theta0", "main_metric"]
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
-        for r in rows:
+        for r in all_rows:
             ci = r.get("ci95") or [None, None]
             writer.writerow(dict(r, ci95_low=ci[0], ci95_high=ci[1],
                                  seed_values=" ".join(f"{v:g}" for v in r.get("seed_values", []))))
@@ -124,14 +155,16 @@ def table_lines(rows, test_scores, context):
     """The pivot table (encoders × tasks, test) with the SUPERB-style score, as Markdown lines."""
     from speechft_upstream.benchmark import summary
 
-    tasks = list(context["tasks"])
-    head = "| encoder | " + " | ".join(f"{t} {TASKS[t][3]} % {'↑' if TASKS[t][4] else '↓'}" for t in tasks) \
-        + " | score (test) |"
-    lines = [head, "|---|" + "---:|" * (len(tasks) + 1)]
-    by = {(r["encoder"], r["task"]): r for r in rows}
+    columns = []  # (task, metric, higher): each task's main metric, then its others (SF's CER)
+    for t in context["tasks"]:
+        columns.append((t, TASKS[t][3], TASKS[t][4]))
+        columns += [(t, name, higher) for name, higher in EXTRA_METRICS.get(t, {}).values()]
+    head = "| encoder | " + " | ".join(head_label(t, m, h) for t, m, h in columns) + " | score (test) |"
+    lines = [head, "|---|" + "---:|" * (len(columns) + 1)]
+    by = {(r["encoder"], r["task"], r["metric"]): r for r in rows + context.get("extra_rows", [])}
     for encoder in MAIN:
         label = LABELS[encoder] + (f" (α = {context['theta_hat']['alpha']:g})" if encoder == "theta_hat" else "")
-        cells = [summary.cell(by[(encoder, t)]) + summary.marks(by[(encoder, t)]) for t in tasks]
+        cells = [summary.cell(by[(encoder, t, m)]) + summary.marks(by[(encoder, t, m)]) for t, m, _ in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {test_scores[encoder]['score']:.1f} |")
     return lines
 
@@ -161,8 +194,9 @@ def markdown(context, rows, test_scores, analysis_dir):
         lines += [f"**Size: `{context['size']}`** (`speechft benchmark --{context['size']}`): fewer steps and a "
                   "smaller corpus than `./run.sh`; numbers are noisy.", ""]
     lines += ["Test split, SUPERB protocol (frozen encoder, weighted sum of all hidden states, the task's "
-              "standard head, trained until dev stops improving; the dev-best checkpoint is tested). Values in percent, "
-              "mean ± 95 % CI half-width over the seeds († θ̂ ≠ θ′, ‡ ≠ θ0 at p < 0.05, paired test; see "
+              "standard head, trained until dev stops improving; the dev-best checkpoint is tested). Values in percent "
+              "(QbE's MTWV: a fraction, at most 1; QbE has no head: DTW on every layer, the dev-best layer tested), "
+              "mean ± 95 % CI half-width over the seeds (no ± where there is one run: QbE's DTW is deterministic) († θ̂ ≠ θ′, ‡ ≠ θ0 at p < 0.05, paired test; see "
               "'Seeds, confidence intervals, significance'); score = 1000 × mean over "
               "tasks of (s − FBANK)/(perfect − FBANK) (`speechft score --references mini_superb_references.yaml`; "
               "FBANK = 0, perfect = 1000).", ""]
@@ -178,7 +212,10 @@ def markdown(context, rows, test_scores, analysis_dir):
               + ", ".join(f"θ̂_{a:g}" for a in context["alphas"] if a != 1.0) + " and θ′ (α = 1, which θ̂_1 "
               "equals up to rounding) were evaluated on every task. The dev "
               "score of α is the same SUPERB-style score computed on the **dev** splits (FBANK's dev values as "
-              "the lower point); the α with the highest dev score is θ̂, and only its test numbers are reported "
+              "the lower point; each task's main metric, so SF's F1 and not its CER"
+              + (f"; {', '.join(t for t in context['tasks'] if t in NO_DEV)} left out: no dev split"
+                 if any(t in NO_DEV for t in context["tasks"]) else "")
+              + "); the α with the highest dev score is θ̂, and only its test numbers are reported "
               "above (the test column is shown for reading the sweep, not for choosing).", "", "| α | dev score | test score |", "|---:|---:|---:|"]
     from speechft_upstream.evaluate import score
 
@@ -186,7 +223,7 @@ def markdown(context, rows, test_scores, analysis_dir):
     sweep_test = [{"encoder": r["encoder"], "task": r["task"], "metric": r["metric"], "value": r["test"],
                    "split": "test"} for r in sweep_of(context)]
     fb = [{"encoder": BASELINE, "task": r["task"], "metric": r["metric"], "value": r["value"], "split": "test"}
-          for r in rows if r["encoder"] == BASELINE]
+          for r in rows + context["extra_rows"] if r["encoder"] == BASELINE]
     sweep_scores = score.compute(sweep_test + fb, refs, split="test", baseline_encoder=BASELINE, source="sweep")
     theta0_dev = context["dev_scores"].get("theta0", {}).get("score")
     lines.append(f"| 0 (θ0) | {theta0_dev:.1f} | {sweep_scores['theta0']['score']:.1f} |")
@@ -217,8 +254,10 @@ def markdown(context, rows, test_scores, analysis_dir):
     from speechft_upstream.benchmark.sizes import eval_budget
 
     budgets = {t: eval_budget(context["size"], t) for t in context["tasks"]}
-    evals = ", ".join(f"{t} at most {b['steps']} steps × batch {b['batch']}, lr {b['lr']:g}, dev every "
-                      f"{b['eval_every']}" for t, b in budgets.items())
+    evals = ", ".join(f"{t}: DTW on layer(s) {b['layer']}, no head" if b.get("dtw") else
+                      f"{t} at most {b['steps']} steps × batch {b['batch']}, lr {b['lr']:g}, dev every "
+                      f"{b['eval_every']}" + (" (no dev split: the last checkpoint)" if t in NO_DEV else "")
+                      for t, b in budgets.items())
     cost = evaluation_cost(context["evals"])
     lines += ["", f"Evaluation heads: {evals}; patience {sizes.get('patience')} dev evaluations; gradient "
               f"accumulation 1; {context['jobs']} run(s) at a time on {context['device']}.", "",
@@ -273,6 +312,11 @@ def verdict(rows, hat, tasks):
                  f"{listing('theta_hat', 'theta_prime', others, 'worse')}; significantly worse than θ0: "
                  f"{listing('theta_hat', 'theta0', others, 'worse')}.")
     lines.append("- Every other difference in the table is not resolved by the paired test at p < 0.05.")
+    untested = [t for t in tasks if by[("theta_hat", t)].get("p_vs_theta0") is None and
+                by[("theta_prime", t)].get("p_vs_theta0") is None]
+    if untested:
+        lines.append(f"- Not tested (no p-value: {', '.join(untested)} leave no per-item outcomes for a paired "
+                     "test; see the statistics section): their differences are neither confirmed nor ruled out.")
     return lines
 
 
@@ -286,13 +330,13 @@ def plot_sweep(path, context, sweep, rows):
     fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(3.2 * (len(tasks) + 1), 3.4))
     fbank = {r["task"]: r for r in rows if r["encoder"] == BASELINE}
     for ax, task in zip(axes, tasks):
-        mine = [r for r in sweep if r["task"] == task]
+        mine = [r for r in sweep if r["task"] == task and r["metric"] == TASKS[task][3]]
         xs = [r["alpha"] for r in mine]
-        ax.plot(xs, [r["dev"] for r in mine], marker="o", label="dev")
+        ax.plot(xs, [float("nan") if r["dev"] is None else r["dev"] for r in mine], marker="o", label="dev")
         ax.plot(xs, [r["test"] for r in mine], marker="s", label="test")
         ax.axhline(fbank[task]["value"], color="grey", ls="--", lw=1, label="FBANK test")
         ax.axvline(context["theta_hat"]["alpha"], color="red", ls=":", lw=1)
-        ax.set_title(f"{task} {TASKS[task][3]} % {'↑' if TASKS[task][4] else '↓'}")
+        ax.set_title(head_label(task) + (" (no dev)" if task in NO_DEV else ""))
         ax.set_xlabel("α (0 = θ0, 1 = θ′)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -326,8 +370,8 @@ def plot_bars(path, rows, context):
         values = [by[(e, task)] for e in MAIN]
         bars = ax.bar(range(len(MAIN)), values, color=[colours[e] for e in MAIN])
         ax.set_xticks(range(len(MAIN)), [LABELS[e] for e in MAIN])
-        ax.set_title(f"{task} {TASKS[task][3]} % {'↑' if TASKS[task][4] else '↓'}", fontsize=10)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.set_title(head_label(task), fontsize=10)
+        ax.bar_label(bars, fmt="%.3f" if UNIT[task] != "%" else "%.1f", fontsize=7)
         ax.margins(y=0.15)
     fig.suptitle(f"Test split: FBANK, θ0, θ′ (PR fine-tuned), θ̂ (α = {context['theta_hat']['alpha']:g})",
                  fontsize=10)

@@ -3,14 +3,15 @@
 import concurrent.futures
 import json
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 
-from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, ENCODER_LABELS, FINETUNE_TASKS, PAPER_ALPHA, RECIPES,
-                                               SIZES, TASKS, eval_budget)
+from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, ENCODER_LABELS, EXTRA_METRICS, FINETUNE_TASKS,
+                                               NO_DEV, NO_HEAD, PAPER_ALPHA, RECIPES, SIZES, TASKS, eval_budget)
 from speechft_upstream.benchmark.stage import Stage, run_cmd, say, speechft_cmd, stage_key
+from speechft_upstream.benchmark.task_runs import dev_values as _dev_values
+from speechft_upstream.benchmark.task_runs import eval_qbe, task_data, task_dev_values
 from speechft_upstream.errors import SpeechFTError
 
 
@@ -161,11 +162,6 @@ def stage_merge(work, theta0, theta_prime):
     return stage.finish({"paths": paths}, [Path(p).name for p in paths.values()])
 
 
-def _dev_values(log, metric, split="dev"):
-    text = Path(log).read_text(errors="replace") if Path(log).is_file() else ""
-    return [float(v) for v in re.findall(rf"(?:^|[^\w]){split} {metric}: ([-+0-9.eE]+|nan)", text)]
-
-
 def _read_json(path):
     return json.loads(Path(path).read_text()) if Path(path).is_file() else None
 
@@ -178,23 +174,40 @@ def _eval_one(stage, task, data, encoder, budget, device, slots=None):
     stage.start()
     exp = stage.folder / "exp"
     upstream, ckpt = ("fbank", None) if encoder["name"] == BASELINE else ("speechft_hubert", encoder["path"])
+    if task in NO_HEAD:
+        return eval_qbe(stage, data, exp, upstream, ckpt, budget, device)
     cmd = recipe_cmd(task, "evaluate", data, exp, budget["steps"], budget["batch"], budget["lr"], upstream=upstream,
                      ckpt=ckpt, device=device, eval_every=budget["eval_every"], patience=budget["patience"],
                      seeds=budget["seeds"], feature_cache=budget["feature_cache_mb"],
                      accumulate=budget.get("accumulate", 1), workers=budget.get("workers", 0))
+    if budget.get("overrides"):
+        cmd += ["-o", budget["overrides"]]
     run_cmd(cmd, log=stage.folder / "run.log", stream=False)
     seeds, kept = {}, []
     for seed in budget["seeds"]:
         folder = exp / f"seed{seed}"
         result = json.loads((folder / "results.json").read_text())
-        devs = _dev_values(folder / "train.log", metric)
-        if not devs:
-            raise SpeechFTError(f"{folder / 'train.log'}: no 'dev {metric}' line from the runner")
-        stopping = result.get("early_stopping") or {}
-        seeds[str(seed)] = {"test": result["value"], "dev": max(devs) if higher else min(devs),  # the dev-best's
-                            "checkpoint_step": result.get("checkpoint_step"),
-                            "steps_run": stopping.get("last_step", result.get("steps")),
-                            "timing": {m: _read_json(folder / f"timing_{m}.json") for m in ("train", "evaluate")}}
+        run = {"test": result["value"], "dev": None, "checkpoint_step": result.get("checkpoint_step"),
+               "steps_run": (result.get("early_stopping") or {}).get("last_step", result.get("steps")),
+               "timing": {m: _read_json(folder / f"timing_{m}.json") for m in ("train", "evaluate")}}
+        best = None
+        if task not in NO_DEV:
+            devs = task_dev_values(task, folder / "train.log", metric)
+            if not devs:
+                raise SpeechFTError(f"{folder / 'train.log'}: no dev {metric} line from the runner")
+            best = max(range(len(devs)), key=lambda i: devs[i] if higher else -devs[i])  # the dev-best pass
+            run["dev"] = devs[best]
+        extra = {}
+        for key, (name, _) in EXTRA_METRICS.get(task, {}).items():
+            if key not in (result.get("metrics") or {}):
+                raise SpeechFTError(f"{folder / 'results.json'}: no metrics.{key}")
+            others = _dev_values(folder / "train.log", key)
+            # the other metric of the same dev pass as the main metric's best (it does not choose)
+            extra[name] = {"test": result["metrics"][key],
+                           "dev": others[best] if best is not None and best < len(others) else None}
+        if extra:
+            run["metrics"] = extra
+        seeds[str(seed)] = run
         for name in ("results.json", "items.json", "dev_items.json"):
             if (folder / name).is_file():
                 kept.append(f"exp/seed{seed}/{name}")
@@ -202,10 +215,18 @@ def _eval_one(stage, task, data, encoder, budget, device, slots=None):
             name.unlink()
     values = [v["test"] for v in seeds.values()]
     devs = [v["dev"] for v in seeds.values()]
-    out = {"test": sum(values) / len(values), "dev": sum(devs) / len(devs), "seeds": seeds,
+    out = {"test": sum(values) / len(values), "dev": None if None in devs else sum(devs) / len(devs),
+           "seeds": seeds,
            "items": {s: str(exp / f"seed{s}" / "items.json") for s in seeds if (exp / f"seed{s}" / "items.json").is_file()},
            "dev_items": {s: str(exp / f"seed{s}" / "dev_items.json") for s in seeds
                          if (exp / f"seed{s}" / "dev_items.json").is_file()}}
+    if EXTRA_METRICS.get(task):
+        out["metrics"] = {}
+        for name, _ in EXTRA_METRICS[task].values():
+            tests = [v["metrics"][name]["test"] for v in seeds.values()]
+            others = [v["metrics"][name]["dev"] for v in seeds.values()]
+            out["metrics"][name] = {"test": sum(tests) / len(tests),
+                                       "dev": None if None in others else sum(others) / len(others)}
     return stage.finish(out, kept)
 
 
@@ -228,13 +249,15 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
             if done:
                 results[(encoder["name"], task)] = done
             else:
-                data = Path(corpus_info["dir"]) / TASKS[task][1]
+                data = task_data(task, corpus_info["dir"], work)
                 todo.append((stage, task, data, encoder, budget))
 
     def line(name, task, out):
         spread = ", ".join(f"{v['test']:.4f}" for v in out["seeds"].values())
-        return (f"{ENCODER_LABELS.get(name, name):>14} {task:<4} dev {out['dev']:.4f}  test {out['test']:.4f} "
-                f"(seeds: {spread}; {out['_seconds']:.0f} s)")
+        spread = "one deterministic run" if out.get("deterministic") else f"seeds: {spread}"
+        dev = "n/a" if out["dev"] is None else f"{out['dev']:.4f}"
+        return (f"{ENCODER_LABELS.get(name, name):>14} {task:<4} dev {dev}  test {out['test']:.4f} "
+                f"({spread}; {out['_seconds']:.0f} s)")
 
     if background:
         failures = []

@@ -1,27 +1,30 @@
 """The benchmark's statistics: per-seed values, 95 % CIs, paired tests, what each dev split resolves.
 
-Every value here is in percent, as in results.json. The tests themselves are in
+Every value here is in the report's unit of its task (sizes.SCALE: percent; QbE's MTWV a
+fraction), as in results.json. The tests themselves are in
 ``evaluate/stats.py``; this module only feeds them the benchmark's runs:
 
 - ``value`` of a row is the mean over the seeds, ``ci95`` the t-interval of that mean;
 - θ̂ rows get ``p_vs_theta_prime`` and ``p_vs_theta0``, θ′ rows ``p_vs_theta0``: a paired test
   per task on the test items, seed s of one encoder paired with seed s of the other (same head
   initialisation and data order); McNemar's exact test for accuracies, a paired bootstrap over
-  utterances for error rates. A task whose downstream logs no per-item predictions gets None.
+  utterances for error rates. A task whose downstream logs no per-item predictions (SF, SD,
+ASV, QbE) gets None, and a task with one run (QbE) no CI: the report says so.
 """
 
-from speechft_upstream.benchmark.sizes import TASKS
+from speechft_upstream.benchmark.sizes import SCALE, TASKS
 from speechft_upstream.errors import SpeechFTError
 
 ALPHA_LEVEL = 0.05  # a difference is marked significant below this p
 
 
-def _pct(value):
-    return 100.0 * value
-
-
-def seed_values(out, split="test"):
-    return [_pct(v[split]) for _, v in sorted(out["seeds"].items(), key=lambda kv: int(kv[0]))]
+def seed_values(out, task, split="test", metric=None):
+    """Per-seed values in the task's unit; None where a run has no such value (ASV's dev)."""
+    values = []
+    for _, run in sorted(out["seeds"].items(), key=lambda kv: int(kv[0])):
+        value = (run["metrics"][metric] if metric else run)[split]
+        values.append(None if value is None else SCALE[task] * value)
+    return values
 
 
 def load_items(out, key="items"):
@@ -57,8 +60,9 @@ def paired_p(evals, a, b, task):
     return stats.paired_test(ia, ib, kind, what=f"{task}: {a} against {b}")
 
 
-def decorate(rows, evals, source):
-    """Add seed_values, ci95, dev_seed_values and p-values to the rows of ``report.rows_of``.
+def decorate(rows, evals, source, paired=True):
+    """Add seed_values, ci95 (None with one run), dev_seed_values and p-values (None without
+    items; ``paired`` False: a task's second metric, never tested) to the rows of ``report.rows_of``.
 
     ``source``: row encoder name -> the evaluation's encoder name (θ̂ -> alpha…).
     """
@@ -67,19 +71,23 @@ def decorate(rows, evals, source):
     tests = {}
     for row in rows:
         out = evals[(source[row["encoder"]], row["task"])]
-        values = seed_values(out)
+        metric = row["metric"] if row.get("main_metric") else None
+        values = seed_values(out, row["task"], metric=metric)
         mean, ci = stats.mean_ci(values)
         row["value"] = round(mean, 4)
         row["seed_values"] = [round(v, 4) for v in values]
         row["ci95"] = [round(ci[0], 4), round(ci[1], 4)] if ci else None
-        row["dev_seed_values"] = [round(v, 4) for v in seed_values(out, "dev")]
+        row["dev_seed_values"] = [None if v is None else round(v, 4)
+                                  for v in seed_values(out, row["task"], "dev", metric)]
         row["seeds"] = sorted(int(s) for s in out["seeds"])
         row["steps_run"] = [out["seeds"][str(s)].get("steps_run") for s in row["seeds"]]
         against = {"theta_hat": ("theta_prime", "theta0"), "theta_prime": ("theta0",)}.get(row["encoder"], ())
         for other in against:
-            test = paired_p(evals, source[row["encoder"]], source[other], row["task"])
+            same = source[row["encoder"]] == source[other]  # θ̂ at α = 1 is θ′: the same runs, p = 1
+            test = paired_p(evals, source[row["encoder"]], source[other], row["task"]) if paired or same else None
             row[f"p_vs_{other}"] = None if test is None else test["p"]
-            tests[(row["encoder"], other, row["task"])] = test
+            if paired:
+                tests[(row["encoder"], other, row["task"])] = test
     return tests
 
 
@@ -97,17 +105,19 @@ def dev_resolution(evals, tasks, encoder="theta0"):
             continue
         per_seed = [stats.resolution(items, kind) for items in by_seed.values()]
         n = len(per_seed)
+        # items give fractions (items.value), whatever unit the recipe prints: to percentage points
         out[task] = {"items": per_seed[0]["items"], "kind": kind,
-                     "standard_error": _pct(sum(r["standard_error"] for r in per_seed) / n),
-                     "smallest_difference": _pct(sum(r["smallest_difference"] for r in per_seed) / n)}
+                     "standard_error": 100.0 * sum(r["standard_error"] for r in per_seed) / n,
+                     "smallest_difference": 100.0 * sum(r["smallest_difference"] for r in per_seed) / n}
     return out
 
 
 def cell(row):
     """'mean ± half-width' of a row (the CI's half-width; no ± with one seed)."""
+    digits = 2 if row.get("unit", "%") == "%" else 4  # QbE's MTWV is a fraction
     if not row.get("ci95"):
-        return f"{row['value']:.2f}"
-    return f"{row['value']:.2f} ± {(row['ci95'][1] - row['ci95'][0]) / 2:.2f}"
+        return f"{row['value']:.{digits}f}"
+    return f"{row['value']:.{digits}f} ± {(row['ci95'][1] - row['ci95'][0]) / 2:.{digits}f}"
 
 
 def marks(row):
