@@ -273,7 +273,9 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
         say(f"reusing {len(results)} finished evaluation(s)")
     if not todo:
         return results
-    say(f"{len(todo)} evaluation run(s) ({len(todo[0][4]['seeds'])} seeds each), {jobs} at a time; each run's log: "
+    seeds = max(len(t[4]["seeds"]) for t in todo)
+    say(f"{len(todo)} evaluation run(s) ({seeds} seeds each" + ("; QbE one run" if any(t[1] in NO_HEAD for t in todo)
+                                                             else "") + f"), {jobs} at a time; each run's log: "
         f"{work / 'evaluate'}/<encoder>/<task>/run.log")
     failures = []
     bar = tqdm(total=len(todo), desc="evaluate", unit="run", file=sys.stderr, dynamic_ncols=True)
