@@ -104,7 +104,9 @@ def test_dev_values_seeds_and_missing_statistics(more):
         qbe = _row(rows, encoder, "QBE", "MTWV")  # one deterministic DTW run: no seed spread, no CI
         assert qbe["deterministic"] is True and qbe["seeds"] == [1] and len(qbe["seed_values"]) == 1
         assert qbe["ci95"] is None and qbe["value"] == qbe["seed_values"][0]
-        assert qbe["dev_value"] == pytest.approx(_recipe_results(more, encoder, "QBE")[0]["metrics"]["dev_mtwv"])
+        # results.json rounds to 4 decimals in the report's unit (MTWV stays a fraction)
+        assert qbe["dev_value"] == pytest.approx(_recipe_results(more, encoder, "QBE")[0]["metrics"]["dev_mtwv"],
+                                                 abs=5e-5)
     same = more["scores"]["alpha"] == 1.0  # θ̂ is θ′: the same runs, p = 1 without a test
     for task in NEW:  # none of the five leaves per-item outcomes: no paired test, null, not a number
         for metric in METRICS[task]:
@@ -137,8 +139,10 @@ def test_dev_score_that_chose_alpha(more):
     assert set(refs["tasks"]["SF"]) == {"F1"}
     scores = score.compute(dev, refs, split="dev", baseline_encoder="fbank")
     by_alpha = more["scores"]["dev_score_by_alpha"]
-    assert by_alpha["0.25"] == pytest.approx(scores["alpha0.25"]["score"])
-    assert by_alpha["1"] == pytest.approx(scores["theta_prime"]["score"])
+    # alpha_sweep.json holds values rounded to 4 decimals; on QbE's fraction scale that moves the
+    # dev score by up to 1000 / tasks × 5e-5 / (perfect − FBANK dev), a few hundredths here
+    assert by_alpha["0.25"] == pytest.approx(scores["alpha0.25"]["score"], abs=0.05)
+    assert by_alpha["1"] == pytest.approx(scores["theta_prime"]["score"], abs=0.05)
     assert set(scores["theta0"]["tasks"]) == {"PR", "ASR", "SF", "SD", "QbE"}
     best = max(by_alpha, key=lambda a: (by_alpha[a], -float(a)))
     assert float(best) == more["scores"]["alpha"]
