@@ -11,8 +11,7 @@ import pytest
 
 from speechft_upstream.benchmark import er_folds, stages
 from speechft_upstream.benchmark.sizes import eval_budget
-from speechft_upstream.benchmark.stage import Stage, stage_key
-from speechft_upstream.errors import SpeechFTError
+from speechft_upstream.benchmark.stage import stage_key
 from tests.test_recipes import ok
 from tests.test_recipes_paper import make_iemocap, run_prepare
 
@@ -108,32 +107,30 @@ def test_five_sessions_run_every_fold_for_every_seed(tmp_path, tiny_hubert, comm
     assert again[("theta0", "ER")]["_reused"] and len(commands) == 1
 
 
-def test_one_session_keeps_fold1_and_the_cache_key(tmp_path, tiny_hubert, monkeypatch):
+def test_one_session_keeps_fold1_and_the_cache_key(tmp_path, tiny_hubert, commands):
     data = tmp_path / "mini"
     ok(run_prepare("iemocap.py", make_iemocap(data / "er")))
     for n in range(2, 6):  # what the mini corpus's ER folder has: Session1's meta data only
         for path in (data / "er" / "meta_data" / f"Session{n}").glob("*.json"):
             path.unlink()
     assert er_folds.folds_of(data / "er") == ["fold1"]
-    corpus_info, encoder = {"dir": str(data)}, _encoder(tiny_hubert)
-    seen = []
-
-    def refuse(cmd, **kw):
-        seen.append([str(c) for c in cmd])
-        raise SpeechFTError("not run here")
-
-    monkeypatch.setattr(stages, "run_cmd", refuse)
-    with pytest.raises(SpeechFTError, match="theta0/ER: not run here"):
-        stages.stage_evaluate(tmp_path / "work", "smoke", corpus_info, [encoder], "cpu", 1, ["ER"])
-    assert len(seen) == 1 and seen[0][seen[0].index("--fold") + 1] == "fold1"
-    # a stage finished under the old key is reused: the key of the one-session case is unchanged
-    folder = tmp_path / "work" / "evaluate" / "theta0" / "er"
-    stage = Stage(folder, _old_params(encoder, corpus_info))
-    stage.start()
-    stage.finish({"test": 0.5, "dev": 0.5, "seeds": {}, "items": {}, "dev_items": {}}, [])
-    reused = stages.stage_evaluate(tmp_path / "work", "smoke", corpus_info, [encoder], "cpu", 1, ["ER"])
-    assert reused[("theta0", "ER")]["_reused"] and len(seen) == 1
-    # the command line of a five-fold evaluation has no --fold; fold 1's has exactly today's
+    corpus_info, encoder, work = {"dir": str(data)}, _encoder(tiny_hubert), tmp_path / "work"
+    out = stages.stage_evaluate(work, "smoke", corpus_info, [encoder], "cpu", 1, ["ER"])[("theta0", "ER")]
+    assert len(commands) == 1 and commands[0][commands[0].index("--fold") + 1] == "fold1"
+    folder = work / "evaluate" / "theta0" / "er"
+    # the key of the one-session case is what it was: stages finished before are reused
+    marker = json.loads((folder / "stage.json").read_text())
+    assert marker["key"] == stage_key(_old_params(encoder, corpus_info)) and "folds" not in marker["params"]
+    assert out["folds"] == ["fold1"] and not list(folder.rglob("*.ckpt"))
+    for seed in ("1", "2"):
+        run_dir = folder / "exp" / f"seed{seed}"
+        row = json.loads((run_dir / "results.json").read_text())
+        assert row["fold"] == "fold1" and out["seeds"][seed]["test"] == row["value"]
+        assert out["seeds"][seed]["dev"] == pytest.approx(_dev_best(run_dir / "train.log"))
+        assert isinstance(out["seeds"][seed]["steps_run"], int)
+        assert out["items"][seed] == str(run_dir / "items.json")
+        assert out["dev_items"][seed] == str(run_dir / "dev_items.json")
+    # the command line of a five-fold evaluation has no --fold; fold 1's ends as today's
     args = ("ER", "evaluate", data / "er", tmp_path / "e", 4, 2, 1e-3)
     assert "--fold" not in stages.recipe_cmd(*args, fold=None)
     assert stages.recipe_cmd(*args)[-2:] == ["--fold", "fold1"]
