@@ -26,7 +26,7 @@ commands:
                 .venv/bin/speechft benchmark -h)
   --data-root DIR --theta0 CKPT [--gpus N | --slurm ...]
                 the paper's table on real SUPERB data (DIR/<task>/ as each recipe documents;
-                θ0 e.g. fairseq hubert_base_ls960.pt; the paper's budgets): README.md "Full scale"
+                θ0 e.g. fairseq hubert_base_ls960.pt; SUPERB's budgets, --size superb): README.md "Full scale"
   demo          the short demo (about 40 s): a tiny HuBERT θ0 is built, stable-fine-tuned a few
                 steps through s3prl's runner (-u speechft_hubert -f), resumed, extracted as θ′,
                 merged at α = 0.25 into θ̂, and θ̂ evaluated with the frozen-upstream protocol;

@@ -1,4 +1,4 @@
-"""`speechft benchmark` at scale: --data-root, --theta0 (fairseq), --gpus, --slurm, the paper size.
+"""`speechft benchmark` at scale: --data-root, --theta0 (fairseq), --gpus, --slurm, the superb size.
 
 The end-to-end test runs the smoke size on the tiny eSpeak NG corpus laid out as real data
 (`--data-root`), with a tiny fairseq-format HuBERT as θ0 and `--slurm` on submitit's local
@@ -127,7 +127,7 @@ def test_slurm_without_submitit_is_a_one_line_refusal(tmp_path):
     assert line == "speechft: error: --slurm: needs the submitit package (pip install submitit==1.5.4)"
 
 
-# ---------------------------------------------------------------------------- the paper size
+# ---------------------------------------------------------------------------- the superb size
 
 
 def _recipe_config(recipe):
@@ -140,11 +140,11 @@ def _recipe_config(recipe):
     return config, node
 
 
-def test_paper_budgets_are_the_superb_configs():
-    """The paper size's evaluation budgets are the recipe configs' (s3prl's SUPERB settings)."""
-    paper = SIZES["paper"]
+def test_superb_budgets_are_the_superb_configs():
+    """The superb size's evaluation budgets are the recipe configs' (s3prl's SUPERB settings)."""
+    superb = SIZES["superb"]
     checked = 0
-    for task, (steps, batch, lr, every, accumulate) in paper["eval"].items():
+    for task, (steps, batch, lr, every, accumulate) in superb["eval"].items():
         if task not in TASKS or task == "QBE":  # QbE: DTW, nothing trained
             continue
         config, config_batch = _recipe_config(TASKS[task][0])
@@ -155,16 +155,21 @@ def test_paper_budgets_are_the_superb_configs():
         checked += 1
     assert checked == len([t for t in TASKS if t != "QBE"])
     config, config_batch = _recipe_config(FINETUNE_TASKS["ASR_TED"][0])
-    ft = paper["finetune"]
+    ft = superb["finetune"]
     assert (ft["steps"], ft["batch"], ft["lr"], ft["eval_every"]) == (
         config["runner"]["total_steps"], config_batch, config["optimizer"]["lr"], config["runner"]["eval_step"])
-    assert ft["beta"] == 0.1 and ft["train_hours"] == 10 and paper["seeds"] == (1, 2, 3) and 0.25 in paper["alphas"]
-    assert paper["patience"] is None  # SUPERB trains every step
+    assert ft["beta"] == 0.1 and ft["train_hours"] == 10 and superb["seeds"] == (1, 2, 3) and 0.25 in superb["alphas"]
+    assert superb["patience"] is None  # SUPERB trains every step
 
 
-def test_paper_size_needs_data_root(tmp_path):
+def test_superb_size_needs_data_root_and_the_old_name_is_refused(tmp_path):
+    line = one_line(benchmark("--size", "superb", "--work", tmp_path))
+    assert line == "speechft: error: --size superb: needs --data-root (its budgets are for the SUPERB data sets)"
     line = one_line(benchmark("--size", "paper", "--work", tmp_path))
-    assert line == "speechft: error: --size paper: needs --data-root (its budgets are for the SUPERB data sets)"
+    assert line == "speechft: error: --size paper is now --size superb (SUPERB's budgets)"
+    line = one_line(benchmark("--size", "huge", "--work", tmp_path))
+    assert line == "speechft: error: --size must be one of full, quick, superb, got 'huge'"
+    assert not any(tmp_path.rglob("stage.json"))
 
 
 # ---------------------------------------------------------------------------- --data-root / --theta0

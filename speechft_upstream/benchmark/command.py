@@ -6,7 +6,8 @@ from pathlib import Path
 from speechft_upstream.benchmark.sizes import DEFAULT_TASKS, FINETUNE_TASKS, TASKS, parse_tasks
 from speechft_upstream.errors import SpeechFTError
 
-PUBLIC_SIZES = ("full", "quick", "paper")  # smoke is the tests' (--smoke, hidden)
+PUBLIC_SIZES = ("full", "quick", "superb")  # smoke is the tests' (--smoke, hidden)
+# the size once named paper: SUPERB's budgets, not the paper's experiments
 
 
 def add_parser(sub):
@@ -18,9 +19,9 @@ def add_parser(sub):
     p.add_argument("--quick", action="store_true", help="smaller corpus, fewer steps (under 10 minutes on 2 cores); "
                                                         "the same as --size quick")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: tiny everything
-    p.add_argument("--size", choices=PUBLIC_SIZES + ("smoke",), metavar="SIZE",
-                   help="budgets: full (default), quick, or paper (the paper's: s3prl's SUPERB configs, 3 seeds, "
-                        "50k-step ASR_TED fine-tuning; the default with --data-root)")
+    p.add_argument("--size", metavar="SIZE",
+                   help="budgets: full (default), quick, or superb (SUPERB's: s3prl's downstream configs, 3 seeds, "
+                        "ER's five folds, 50k-step ASR_TED fine-tuning; the default with --data-root)")
     p.add_argument("--data-root", metavar="DIR", help="real task data instead of the eSpeak NG corpus: DIR/<task>/ "
                    "in the layout of that task's recipe (pr asr ks qbe sid asv sd er ic sf, asr_ted for "
                    "TED-LIUM 3; downstream_recipes/README.md); checked before anything runs")
@@ -64,12 +65,16 @@ def add_parser(sub):
 
 
 def _size(args):
+    if args.size == "paper":
+        raise SpeechFTError("--size paper is now --size superb (SUPERB's budgets)")
+    if args.size is not None and args.size not in PUBLIC_SIZES + ("smoke",):
+        raise SpeechFTError(f"--size must be one of {', '.join(PUBLIC_SIZES)}, got '{args.size}'")
     picked = [s for s, on in (("smoke", args.smoke), ("quick", args.quick)) if on]
     if len(picked) > 1:
         raise SpeechFTError("--quick and --smoke exclude each other")
     if picked and args.size and args.size != picked[0]:
         raise SpeechFTError(f"--{picked[0]} and --size {args.size} exclude each other")
-    return args.size or (picked[0] if picked else "paper" if args.data_root else "full")
+    return args.size or (picked[0] if picked else "superb" if args.data_root else "full")
 
 
 def _cli(args):

@@ -19,8 +19,8 @@
 
 With --data-root DIR the SUPERB data in DIR replaces stage 1 (inputs.py), --theta0 PATH replaces
 the shipped θ0 (converted first when it is a fairseq checkpoint), --finetune-task picks θ′'s task
-(ASR_TED, the paper's, by default with --data-root) and the size `paper` holds the paper's
-budgets. --gpus N / --slurm change only where the commands run (executor.py).
+(ASR_TED, the paper's, by default with --data-root) and the size `superb` holds SUPERB's
+budgets (s3prl's downstream configs). --gpus N / --slurm change only where the commands run (executor.py).
 
 Every stage keeps a ``stage.json`` (its parameters' key, outputs, time) in its folder under
 --work; a second run reuses a stage when the key matches and the outputs are there, and redoes

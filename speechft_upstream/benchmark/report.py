@@ -190,7 +190,7 @@ def markdown(context, rows, test_scores, analysis_dir):
     sizes = context["sizes"]
     theta0 = context["theta0"]
     lines = ["# speechft mini-SUPERB: Speech-FT end to end, offline", ""]
-    if context["size"] not in ("full", "paper"):
+    if context["size"] not in ("full", "superb"):
         lines += [f"**Size: `{context['size']}`** (`speechft benchmark --{context['size']}`): fewer steps and a "
                   "smaller corpus than `./run.sh`; numbers are noisy.", ""]
     lines += ["Test split, SUPERB protocol (frozen encoder, weighted sum of all hidden states, the task's "

@@ -1,4 +1,4 @@
-"""What the benchmark runs: tasks, α values and the sizes (full, quick, smoke; paper for real data)."""
+"""What the benchmark runs: tasks, α values and the sizes (full, quick, smoke; superb for real data)."""
 
 from pathlib import Path
 
@@ -72,12 +72,12 @@ SIZES = {
                  "SD": (120, 8, 1e-3, 40), "QBE": {"layer": "all"}},
         "analyze_files": 30,
     },
-        # real SUPERB data (--data-root) with the paper's budgets. Evaluation: s3prl's SUPERB configs
+    # real SUPERB data (--data-root) with SUPERB's budgets. Evaluation: s3prl's SUPERB configs
     # (total_steps, batch, lr, gradient accumulation, eval_step), as downstream_recipes/configs/
     # <task>.yaml record them (s3prl 0.4.18's PyPI package ships no downstream config.yaml), all
     # steps trained (no early stopping). Fine-tuning: the authors' asr_ted recipe (NOTES.md:
     # 50k steps, batch 32, Adam 1e-4, the 10-hour train subset), stable fine-tuning with β 0.1.
-    "paper": {
+    "superb": {
         "corpus": None, "theta0": "given", "alphas": ALPHAS, "seeds": (1, 2, 3), "patience": None,
         "finetune": {"steps": 50000, "batch": 32, "lr": 1e-4, "beta": 0.1, "eval_every": 2000, "train_hours": 10},
         "eval": {"PR": (100000, 16, 1e-2, 1000, 2), "ASR": (200000, 32, 1e-4, 2000, 1),
@@ -115,7 +115,7 @@ def eval_budget(size, task):
     of one task's evaluation runs; QbE: {dtw, layer, seeds}, one seed (s3prl's --seed, which DTW
     does not use). accumulate / workers / overrides appear only where a size sets them, so the
     keys (and caches) of the other sizes stay as they were. A spec's fifth entry is the gradient
-    accumulation (an int, the paper size) or more s3prl overrides (a string)."""
+    accumulation (an int, the superb size) or more s3prl overrides (a string)."""
     spec = SIZES[size]["eval"][task]
     seeds = tuple(SIZES[size].get("seeds", (1337,)))
     if task in NO_HEAD:

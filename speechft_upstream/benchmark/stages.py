@@ -7,11 +7,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from speechft_upstream.benchmark import er_folds
 from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, ENCODER_LABELS, EXTRA_METRICS, FINETUNE_TASKS,
-                                               NO_DEV, NO_HEAD, PAPER_ALPHA, RECIPES, SIZES, TASKS, eval_budget)
+                                               NO_HEAD, PAPER_ALPHA, SIZES, TASKS, eval_budget)
 from speechft_upstream.benchmark.stage import Stage, run_cmd, say, speechft_cmd, stage_key
 from speechft_upstream.benchmark.task_runs import dev_values as _dev_values
-from speechft_upstream.benchmark.task_runs import eval_qbe, task_data, task_dev_values
+from speechft_upstream.benchmark.task_runs import eval_qbe, read_run, recipe_cmd, task_data
 from speechft_upstream.errors import SpeechFTError
 
 
@@ -86,33 +87,6 @@ def stage_theta0(work, size, seed, corpus_info, pretrain=False):
     return stage.finish({"path": str(out.resolve()), "sha256": sha256_of(out), "source": source}, ["theta0.pt"])
 
 
-def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_hubert", ckpt=None, beta=None,
-               device="cpu", eval_every=None, patience=None, seeds=None, feature_cache=None, accumulate=1, workers=0):
-    recipe = (TASKS[task] if task in TASKS else FINETUNE_TASKS[task])[0]
-    cmd = ["bash", RECIPES / recipe, mode, "--upstream", upstream, "--data", data, "--exp", exp,
-           "--steps", steps, "--batch-size", batch, "--lr", lr, "--device", device,
-           "-o", f"config.runner.gradient_accumulate_steps={accumulate}"]
-    if workers is not None:  # None: the config's (the paper size, on a GPU machine's cores)
-        cmd += ["--workers", workers]
-    if eval_every is None:
-        eval_every = steps if steps < 40 else steps // 2  # two dev passes: each costs a pass over dev
-    cmd += ["-o", f"config.runner.eval_step={eval_every},,config.runner.log_step={max(1, min(eval_every, steps // 10))}"
-                  f",,config.runner.save_step={eval_every}"]
-    if ckpt is not None:
-        cmd += ["--ckpt", ckpt]
-    if beta is not None:
-        cmd += ["--beta", beta]
-    if patience:
-        cmd += ["--patience", patience]
-    if seeds:
-        cmd += ["--seeds", ",".join(map(str, seeds))]
-    if feature_cache:
-        cmd += ["--feature-cache", feature_cache]
-    if task == "ER":  # the corpus's ER layout holds one IEMOCAP-style session; er.sh defaults to all five
-        cmd += ["--fold", "fold1"]
-    return cmd
-
-
 def stage_finetune(work, size, corpus_info, theta0, device, task="PR"):
     """θ′: stable fine-tuning of θ0 on ``task`` (FINETUNE_TASKS) with the size's budget."""
     ft = SIZES[size]["finetune"]
@@ -162,64 +136,44 @@ def stage_merge(work, theta0, theta_prime):
     return stage.finish({"paths": paths}, [Path(p).name for p in paths.values()])
 
 
-def _read_json(path):
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
-
-
 def _eval_one(stage, task, data, encoder, budget, device, slots=None):
     if slots is not None:  # a limit on runs at a time shared with the background runs
         with slots:
             return _eval_one(stage, task, data, encoder, budget, device)
-    recipe, _, metric, _, higher = TASKS[task]
     stage.start()
     exp = stage.folder / "exp"
     upstream, ckpt = ("fbank", None) if encoder["name"] == BASELINE else ("speechft_hubert", encoder["path"])
     if task in NO_HEAD:
         return eval_qbe(stage, data, exp, upstream, ckpt, budget, device)
+    folds = stage.params.get("folds")  # ER on five IEMOCAP sessions: every fold (er_folds.py)
     cmd = recipe_cmd(task, "evaluate", data, exp, budget["steps"], budget["batch"], budget["lr"], upstream=upstream,
                      ckpt=ckpt, device=device, eval_every=budget["eval_every"], patience=budget["patience"],
                      seeds=budget["seeds"], feature_cache=budget["feature_cache_mb"],
-                     accumulate=budget.get("accumulate", 1), workers=budget.get("workers", 0))
+                     accumulate=budget.get("accumulate", 1), workers=budget.get("workers", 0),
+                     fold=None if folds else "fold1")
     if budget.get("overrides"):
         cmd += ["-o", budget["overrides"]]
     run_cmd(cmd, log=stage.folder / "run.log", stream=False)
-    seeds, kept = {}, []
+    seeds, kept, paths = {}, [], {name: {} for name in er_folds.ITEM_FILES}
     for seed in budget["seeds"]:
-        folder = exp / f"seed{seed}"
-        result = json.loads((folder / "results.json").read_text())
-        run = {"test": result["value"], "dev": None, "checkpoint_step": result.get("checkpoint_step"),
-               "steps_run": (result.get("early_stopping") or {}).get("last_step", result.get("steps")),
-               "timing": {m: _read_json(folder / f"timing_{m}.json") for m in ("train", "evaluate")}}
-        best = None
-        if task not in NO_DEV:
-            devs = task_dev_values(task, folder / "train.log", metric)
-            if not devs:
-                raise SpeechFTError(f"{folder / 'train.log'}: no dev {metric} line from the runner")
-            best = max(range(len(devs)), key=lambda i: devs[i] if higher else -devs[i])  # the dev-best pass
-            run["dev"] = devs[best]
-        extra = {}
-        for key, (name, _) in EXTRA_METRICS.get(task, {}).items():
-            if key not in (result.get("metrics") or {}):
-                raise SpeechFTError(f"{folder / 'results.json'}: no metrics.{key}")
-            others = _dev_values(folder / "train.log", key)
-            # the other metric of the same dev pass as the main metric's best (it does not choose)
-            extra[name] = {"test": result["metrics"][key],
-                           "dev": others[best] if best is not None and best < len(others) else None}
-        if extra:
-            run["metrics"] = extra
+        if folds:
+            run, files, found = er_folds.read_seed(stage.folder, seed, folds)
+        else:
+            folder = exp / f"seed{seed}"
+            run = read_run(task, folder)
+            files = [f"exp/seed{seed}/{n}" for n in ("results.json", "items.json", "dev_items.json")
+                     if (folder / n).is_file()]
+            found = {n: str(folder / f"{n}.json") for n in er_folds.ITEM_FILES if (folder / f"{n}.json").is_file()}
         seeds[str(seed)] = run
-        for name in ("results.json", "items.json", "dev_items.json"):
-            if (folder / name).is_file():
-                kept.append(f"exp/seed{seed}/{name}")
-        for name in folder.glob("*.ckpt"):  # runner checkpoints (head + optimizer) are not needed afterwards
-            name.unlink()
+        kept += files
+        for name, path in found.items():
+            paths[name][str(seed)] = path
     values = [v["test"] for v in seeds.values()]
     devs = [v["dev"] for v in seeds.values()]
     out = {"test": sum(values) / len(values), "dev": None if None in devs else sum(devs) / len(devs),
-           "seeds": seeds,
-           "items": {s: str(exp / f"seed{s}" / "items.json") for s in seeds if (exp / f"seed{s}" / "items.json").is_file()},
-           "dev_items": {s: str(exp / f"seed{s}" / "dev_items.json") for s in seeds
-                         if (exp / f"seed{s}" / "dev_items.json").is_file()}}
+           "seeds": seeds, **paths}
+    if task == "ER":
+        out["folds"] = folds or ["fold1"]
     if EXTRA_METRICS.get(task):
         out["metrics"] = {}
         for name, _ in EXTRA_METRICS[task].values():
@@ -244,6 +198,8 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
             budget = eval_budget(size, task)
             params = {"encoder": encoder["name"], "encoder_key": encoder.get("key"), "task": task, **budget,
                       "device": device, "corpus_key": stage_key(corpus_info)}
+            if task == "ER" and len(er_folds.folds_of(Path(corpus_info["dir"]) / TASKS[task][1])) > 1:
+                params["folds"] = list(er_folds.FOLDS)  # one session (the mini corpus): the key as before
             stage = Stage(work / "evaluate" / encoder["name"] / task.lower(), params)
             done = stage.cached()
             if done:
@@ -255,6 +211,8 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
     def line(name, task, out):
         spread = ", ".join(f"{v['test']:.4f}" for v in out["seeds"].values())
         spread = "one deterministic run" if out.get("deterministic") else f"seeds: {spread}"
+        if len(out.get("folds") or ()) > 1:  # ER: each seed's value is the mean of the folds
+            spread += f"; each the mean of {len(out['folds'])} folds"
         dev = "n/a" if out["dev"] is None else f"{out['dev']:.4f}"
         return (f"{ENCODER_LABELS.get(name, name):>14} {task:<4} dev {dev}  test {out['test']:.4f} "
                 f"({spread}; {out['_seconds']:.0f} s)")

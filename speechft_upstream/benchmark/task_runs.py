@@ -1,13 +1,15 @@
 """What the benchmark does differently per task: the data folder a recipe reads, where each
-task's dev value is printed and in which unit, and QbE's one DTW run (see stages._eval_one)."""
+task's recipe command and dev value (where it is printed, in which unit), one run's record, and
+QbE's one DTW run (see stages._eval_one)."""
 
 import json
 import os
 import re
 from pathlib import Path
 
-from speechft_upstream.benchmark.sizes import RECIPES, TASKS
+from speechft_upstream.benchmark.sizes import EXTRA_METRICS, FINETUNE_TASKS, NO_DEV, RECIPES, TASKS
 from speechft_upstream.benchmark.stage import run_cmd
+from speechft_upstream.errors import SpeechFTError
 
 
 def dev_values(log, metric, split="dev"):
@@ -25,6 +27,71 @@ def task_dev_values(task, log, metric):
         text = Path(log).read_text(errors="replace") if Path(log).is_file() else ""
         return [100.0 * float(v) for v in re.findall(r"^mode dev acc \S+ der ([-+0-9.eE]+|nan)", text, re.M)]
     return dev_values(log, metric)
+
+
+def _read_json(path):
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
+
+
+def read_run(task, folder):
+    """One runner run's record from its folder: the test value (results.json), the dev value of
+    the dev-best pass (train.log), the task's other metrics, steps and timing. Its runner
+    checkpoints (head + optimizer) are deleted: nothing needs them afterwards."""
+    _, _, metric, _, higher = TASKS[task]
+    folder = Path(folder)
+    result = json.loads((folder / "results.json").read_text())
+    run = {"test": result["value"], "dev": None, "checkpoint_step": result.get("checkpoint_step"),
+           "steps_run": (result.get("early_stopping") or {}).get("last_step", result.get("steps")),
+           "timing": {m: _read_json(folder / f"timing_{m}.json") for m in ("train", "evaluate")}}
+    best = None
+    if task not in NO_DEV:
+        devs = task_dev_values(task, folder / "train.log", metric)
+        if not devs:
+            raise SpeechFTError(f"{folder / 'train.log'}: no dev {metric} line from the runner")
+        best = max(range(len(devs)), key=lambda i: devs[i] if higher else -devs[i])  # the dev-best pass
+        run["dev"] = devs[best]
+    extra = {}
+    for key, (name, _) in EXTRA_METRICS.get(task, {}).items():
+        if key not in (result.get("metrics") or {}):
+            raise SpeechFTError(f"{folder / 'results.json'}: no metrics.{key}")
+        others = dev_values(folder / "train.log", key)
+        # the other metric of the same dev pass as the main metric's best (it does not choose)
+        extra[name] = {"test": result["metrics"][key],
+                       "dev": others[best] if best is not None and best < len(others) else None}
+    if extra:
+        run["metrics"] = extra
+    for name in folder.glob("*.ckpt"):
+        name.unlink()
+    return run
+
+
+def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_hubert", ckpt=None, beta=None,
+               device="cpu", eval_every=None, patience=None, seeds=None, feature_cache=None, accumulate=1, workers=0,
+               fold="fold1"):
+    """A recipe's command line; ER: ``fold`` None runs er.sh's five folds (er_folds.py)."""
+    recipe = (TASKS[task] if task in TASKS else FINETUNE_TASKS[task])[0]
+    cmd = ["bash", RECIPES / recipe, mode, "--upstream", upstream, "--data", data, "--exp", exp,
+           "--steps", steps, "--batch-size", batch, "--lr", lr, "--device", device,
+           "-o", f"config.runner.gradient_accumulate_steps={accumulate}"]
+    if workers is not None:  # None: the config's (the superb size, on a GPU machine's cores)
+        cmd += ["--workers", workers]
+    if eval_every is None:
+        eval_every = steps if steps < 40 else steps // 2  # two dev passes: each costs a pass over dev
+    cmd += ["-o", f"config.runner.eval_step={eval_every},,config.runner.log_step={max(1, min(eval_every, steps // 10))}"
+                  f",,config.runner.save_step={eval_every}"]
+    if ckpt is not None:
+        cmd += ["--ckpt", ckpt]
+    if beta is not None:
+        cmd += ["--beta", beta]
+    if patience:
+        cmd += ["--patience", patience]
+    if seeds:
+        cmd += ["--seeds", ",".join(map(str, seeds))]
+    if feature_cache:
+        cmd += ["--feature-cache", feature_cache]
+    if task == "ER" and fold:  # the mini corpus's ER layout holds one IEMOCAP-style session
+        cmd += ["--fold", fold]
+    return cmd
 
 
 def qbe_cmd(data, exp, upstream="speechft_hubert", ckpt=None, device="cpu", layer="all", seed=1337):
