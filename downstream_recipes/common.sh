@@ -47,7 +47,15 @@ options:
   --data DIR         task data: $DATA_LAYOUT
                      (full layout: downstream_recipes/README.md)
   --exp DIR          experiment folder (the runner's -p)
-  --beta B           finetune: head-only fraction of the steps (default 0.1)
+  --beta B           finetune: head-only fraction of the steps (default 0.1); applies to the
+                     baselines too (the paper trains them with the same recipe)
+  --baseline B       finetune: one of the paper's baselines instead of plain stable fine-tuning
+                     (speechft_* upstreams): l2 (penalty toward THETA0) or lora (adapters only);
+                     written to EXP/speechft.yaml. An early checkpoint needs no option: the
+                     runner's states-N.ckpt (-o config.runner.save_step=N,,config.runner.max_keep=K)
+  --l2-lambda X      --baseline l2: the penalty weight lambda, >= 0 (default 0.01)
+  --lora-r N         --baseline lora: the adapters' rank (default 8; alpha 16, every attention
+                     projection and both feed-forward layers, speechft_upstream/finetune/baselines.py)
   --features F       finetune: what the head reads (the runner's -s): last_hidden_state (the
                      last layer, as the authors fine-tune; default) or hidden_states (the
                      weighted sum of all layers, the SUPERB evaluation head's input)
@@ -74,6 +82,29 @@ EOF
 
 recipe_die() { echo "speechft: error: $*" >&2; exit 1; }
 
+# --baseline and its values, checked before anything runs (one line on a bad one)
+recipe_check_baseline() {
+  local mode="$1" upstream="$2" baseline="$3" lam="$4" r="$5"
+  if [[ -z "$baseline" ]]; then
+    [[ -z "$lam" ]] || recipe_die "--l2-lambda needs --baseline l2"
+    [[ -z "$r" ]] || recipe_die "--lora-r needs --baseline lora"
+    return 0
+  fi
+  [[ "$baseline" == l2 || "$baseline" == lora ]] \
+    || recipe_die "--baseline must be l2 or lora, got '$baseline' (an early checkpoint is a runner states-N.ckpt; see -h)"
+  [[ "$mode" == finetune ]] || recipe_die "--baseline is for finetune (evaluate keeps the encoder frozen)"
+  [[ "$upstream" == speechft_* ]] \
+    || recipe_die "--baseline needs a speechft_* upstream (the baselines live in it), got --upstream '$upstream'"
+  if [[ "$baseline" == l2 ]]; then
+    [[ -z "$r" ]] || recipe_die "--lora-r is for --baseline lora, not l2"
+    [[ -z "$lam" || "$lam" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]] \
+      || recipe_die "--l2-lambda must be a number >= 0, got '$lam'"
+  else
+    [[ -z "$lam" ]] || recipe_die "--l2-lambda is for --baseline l2, not lora"
+    [[ -z "$r" || "$r" =~ ^[1-9][0-9]*$ ]] || recipe_die "--lora-r must be a positive integer, got '$r'"
+  fi
+}
+
 recipe_python() {
   if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON";
   elif [[ -x "$REPO/.venv/bin/python" ]]; then echo "$REPO/.venv/bin/python";
@@ -90,16 +121,18 @@ recipe_main() {
   esac
   local upstream=speechft_hubert ckpt="" data="" exp="" beta=0.1 steps="" batch="" lr="" workers=""
   local device="" nproc=1 seed=1337 seeds="" extra="" patience="" fcache="" features=""
+  local baseline="" l2_lambda="" lora_r=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
       -h|--help) recipe_usage; return 0 ;;
-      --upstream|--ckpt|--data|--exp|--beta|--features|--steps|--max-steps|--batch-size|--lr|--workers|--device|--nproc|--seed|--seeds|--patience|--feature-cache|-o|--override)
+      --upstream|--ckpt|--data|--exp|--beta|--features|--steps|--max-steps|--batch-size|--lr|--workers|--device|--nproc|--seed|--seeds|--patience|--feature-cache|--baseline|--l2-lambda|--lora-r|-o|--override)
         [[ $# -ge 2 ]] || recipe_die "$1 needs a value"
         case "$1" in
           --upstream) upstream="$2" ;; --ckpt) ckpt="$2" ;; --data) data="$2" ;; --exp) exp="$2" ;;
           --beta) beta="$2" ;; --features) features="$2" ;; --steps|--max-steps) steps="$2" ;; --batch-size) batch="$2" ;; --lr) lr="$2" ;;
           --patience) patience="$2" ;; --seeds) seeds="$2" ;; --feature-cache) fcache="$2" ;;
           --workers) workers="$2" ;; --device) device="$2" ;; --nproc) nproc="$2" ;; --seed) seed="$2" ;;
+          --baseline) baseline="$2" ;; --l2-lambda) l2_lambda="$2" ;; --lora-r) lora_r="$2" ;;
           -o|--override) extra="${extra:+$extra,,}$2" ;;
         esac
         shift 2 ;;
@@ -108,6 +141,7 @@ recipe_main() {
         else recipe_die "unknown option '$1' (-h for help)"; fi ;;
     esac
   done
+  recipe_check_baseline "$mode" "$upstream" "$baseline" "$l2_lambda" "$lora_r"
   [[ -n "$data" ]] || recipe_die "--data DIR is required"
   [[ -n "$exp" ]] || recipe_die "--exp DIR is required"
   [[ -d "$data" ]] || recipe_die "$data: no such data folder"
@@ -189,7 +223,7 @@ recipe_main() {
   local train=(-m train -u "$upstream" -d "$DOWNSTREAM" -c "$CONFIG" --device "$device" -o "$overrides")
   [[ -z "$ckpt" ]] || train+=(-k "$ckpt")
   if [[ "$mode" == finetune ]]; then
-    "$py" - "$beta" "$exp/speechft.yaml" <<'EOF' || exit 1
+    "$py" - "$beta" "$exp/speechft.yaml" "$baseline" "${l2_lambda:-0.01}" "${lora_r:-8}" <<'EOF' || exit 1
 import sys
 try:
     beta = float(sys.argv[1])
@@ -197,7 +231,14 @@ except ValueError:
     beta = -1
 if not 0 <= beta < 1:
     sys.exit(f"speechft: error: --beta must be a number in [0, 1), got {sys.argv[1]!r}")
-open(sys.argv[2], "w").write(f"# speechft settings for -u speechft_*: stable fine-tuning\nbeta: {beta}\n")
+baseline, lam, r = sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+text = f"# speechft settings for -u speechft_*: stable fine-tuning\nbeta: {beta}\n"
+if baseline:
+    import yaml  # its own dump: a bare 1e-05 would read back as a string, not a number
+    section = {"l2": {"lambda": lam}} if baseline == "l2" else {"lora": {"r": r}}
+    text += f"# baseline (--baseline {baseline}; unset options: baselines.py)\n"
+    text += yaml.safe_dump(section, default_flow_style=None)
+open(sys.argv[2], "w").write(text)
 EOF
     train+=(-f -g "$exp/speechft.yaml" -s "$features")
   fi
