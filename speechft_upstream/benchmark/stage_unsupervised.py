@@ -48,8 +48,8 @@ UNSUPERVISED_BUDGET = {
 
 def _corpus_size(size):
     if CORPUS_SIZE.get(size) is None:
-        raise SpeechFTError(f"--size {size}: the benchmark has no synthetic {LANGUAGE} corpus at this size "
-                            f"(sizes with one: {', '.join(k for k, v in CORPUS_SIZE.items() if v)})")
+        sizes = ", ".join(k for k, v in CORPUS_SIZE.items() if v)
+        raise SpeechFTError(f"benchmark size {size}: no synthetic {LANGUAGE} corpus at this size (sizes with one: {sizes})")
     return CORPUS_SIZE[size]
 
 
@@ -87,8 +87,9 @@ def stage_unsupervised(work, size, lang_corpus, theta0, device):
     ``work/unsupervised_<language>``, with the size's UNSUPERVISED_BUDGET."""
     budget = UNSUPERVISED_BUDGET.get(size)
     if budget is None:
-        raise SpeechFTError(f"--size {size}: no unsupervised fine-tuning budget at this size "
-                            f"(sizes with one: {', '.join(k for k, v in UNSUPERVISED_BUDGET.items() if v)})")
+        sizes = ", ".join(k for k, v in UNSUPERVISED_BUDGET.items() if v)
+        raise SpeechFTError(f"benchmark size {size}: no unsupervised fine-tuning budget at this size "
+                            f"(sizes with one: {sizes})")
     language = lang_corpus["language"]
     params = {"theta0": theta0["path"], "theta0_key": stage_key(theta0), "corpus_key": stage_key(lang_corpus),
               "language": language, **budget, "device": device}
@@ -109,8 +110,9 @@ def stage_unsupervised(work, size, lang_corpus, theta0, device):
         f"(log {stage.folder / 'run.log'})")
     run_cmd(cmd, log=stage.folder / "run.log", stream=True)
     log = out.with_name(out.stem + ".loss.json")
-    if not out.is_file() or not log.is_file():
-        raise SpeechFTError(f"speechft unsupervised wrote no {out if not out.is_file() else log}")
+    for path in (out, log):
+        if not path.is_file():
+            raise SpeechFTError(f"speechft unsupervised wrote no {path}")
     record = json.loads(log.read_text())
     loss = record["loss"]
     return stage.finish({"path": str(out.resolve()), "language": language, "steps": record["steps"],

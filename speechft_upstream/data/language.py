@@ -50,15 +50,17 @@ _TONE = re.compile(r"^(.*?)(\d+)$")
 def check_language(language):
     if language not in LANGUAGES:
         english = " (English is the corpus without --language)" if str(language).lower().startswith("en") else ""
-        raise SpeechFTError(f"--language {language}: no second-language corpus for it{english}; "
-                            f"available: {', '.join(sorted(LANGUAGES))}")
+        available = ", ".join(sorted(LANGUAGES))
+        raise SpeechFTError(f"--language {language}: no second-language corpus for it{english}; available: {available}")
     import espeakng_loader
 
-    dictionary = Path(espeakng_loader.get_data_path()) / LANGUAGES[language]["dictionary"]
+    info = LANGUAGES[language]
+    dictionary = Path(espeakng_loader.get_data_path()) / info["dictionary"]
     if not dictionary.is_file():
-        raise SpeechFTError(f"{dictionary}: eSpeak NG's {LANGUAGES[language]['name']} dictionary is missing "
-                            "from espeakng-loader (pip install espeakng-loader==0.2.4)")
-    return LANGUAGES[language]
+        name = info["name"]
+        raise SpeechFTError(f"{dictionary}: eSpeak NG's {name} dictionary is missing from espeakng-loader "
+                            "(pip install espeakng-loader==0.2.4)")
+    return info
 
 
 def phone_tokens(words, text=""):
@@ -167,7 +169,8 @@ def _write(tmp, layout, workers, say):
         r = results[job["id"]]
         job.update(samples=r["samples"], snr_db=r["snr_db"], phonemes=phone_tokens(r["phonemes"], job["text"]))
         if not job["phonemes"]:
-            raise SpeechFTError(f"internal error: eSpeak NG gave no phonemes for {job['text']!r}")
+            text = job["text"]
+            raise SpeechFTError(f"internal error: eSpeak NG gave no phonemes for {text!r}")
     _write_pr(tmp, jobs)
     minutes = sum(j["samples"] for j in jobs) / SAMPLE_RATE / 60
     counts = {}
