@@ -59,6 +59,9 @@ Layout under OUT (each the on-disk format of the matching s3prl 0.4.18 downstrea
 - ``corpus.json``: every utterance with text, phonemes, speaker, task, split, label and path;
   the speakers' parameters; seed and eSpeak NG version.
 
+``--language cmn`` writes a Mandarin corpus instead (unlabelled audio and PR; language.py); this
+English corpus does not change with it.
+
 Deterministic for a seed: jobs are cut into a fixed number of shards, each synthesised in a
 fresh process in a fixed order (eSpeak NG carries state from one utterance to the next).
 """
