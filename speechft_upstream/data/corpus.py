@@ -59,6 +59,9 @@ Layout under OUT (each the on-disk format of the matching s3prl 0.4.18 downstrea
 - ``corpus.json``: every utterance with text, phonemes, speaker, task, split, label and path;
   the speakers' parameters; seed and eSpeak NG version.
 
+``--language cmn`` writes a Mandarin corpus instead (unlabelled audio and PR; language.py); this
+English corpus does not change with it.
+
 Deterministic for a seed: jobs are cut into a fixed number of shards, each synthesised in a
 fresh process in a fixed order (eSpeak NG carries state from one utterance to the next).
 """
@@ -194,6 +197,9 @@ def add_parser(sub):
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", metavar="DIR", help="the speech corpus (eSpeak NG)")
     where.add_argument("--music", metavar="DIR", help="instead, the synthetic music corpus (data/music.py)")
+    p.add_argument("--language", metavar="L",
+                   help="instead, a second-language corpus with --out: unlabelled audio and PR in language L "
+                        "(cmn: Mandarin; data/language.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="fewer utterances per speaker (for ./run.sh --quick)")
     p.add_argument("--workers", type=int, help="synthesis processes (default: min(2, CPUs)); output is the same")
@@ -205,6 +211,8 @@ def add_parser(sub):
 def _cli(args):
     import sys
 
+    if args.language is not None:
+        return _language_cli(args)
     if args.music:
         from speechft_upstream.data import music
 
@@ -221,3 +229,21 @@ def _cli(args):
         counts[u["task"]] = counts.get(u["task"], 0) + 1
     print(f"{args.out}: {len(manifest['speakers'])} speakers, {manifest['hours'] * 60:.1f} min of audio, "
           f"eSpeak NG {manifest['espeak_ng']}; " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+
+
+def _language_cli(args):
+    import sys
+
+    from speechft_upstream.data import language
+
+    if args.music:
+        raise SpeechFTError("--language: goes with --out (a speech corpus), not --music")
+    size = args.size or ("quick" if args.quick else "default")
+    if size not in language.SIZES:
+        raise SpeechFTError(f"--size {size}: no such size for a --language corpus")
+    manifest = language.generate(args.out, args.language, seed=args.seed, size=size, workers=args.workers,
+                                 force=args.force, progress=lambda m: print(f"[corpus] {m}", file=sys.stderr, flush=True))
+    print(f"{args.out}: {manifest['name']} ({manifest['language']}), {len(manifest['speakers'])} speakers, "
+          f"{manifest['minutes']:.1f} min of audio ({manifest['unlabelled_minutes']:.1f} min unlabelled in "
+          f"{args.out}/unlabelled), eSpeak NG {manifest['espeak_ng']}; "
+          + ", ".join(f"{k} {n}" for k, n in manifest["counts"].items()))
