@@ -37,7 +37,7 @@ from speechft_upstream.benchmark import executor, inputs
 from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, DEFAULT_TASKS, FINETUNE_TASKS, NO_DEV, SCALE,
                                                SIZES, TASKS)
 from speechft_upstream.benchmark.stage import header, say, stage_key
-from speechft_upstream.benchmark.stages import (stage_analyze, stage_corpus, stage_evaluate, stage_finetune,
+from speechft_upstream.benchmark.stages import (Handoff, stage_analyze, stage_corpus, stage_evaluate, stage_finetune,
                                                 stage_merge, stage_theta0)
 from speechft_upstream.errors import SpeechFTError
 
@@ -164,10 +164,12 @@ def _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0
     # With --slurm every evaluation is submitted in stage 5, all at once.
     background = concurrent.futures.ThreadPoolExecutor(max_workers=1) if jobs >= 2 and runs_on != "slurm" else None
     slots = threading.Semaphore(jobs)
+    handoff = Handoff()
     early = []
     if background:
         say("FBANK evaluations start in the background (one at a time)")
-        early.append(background.submit(stage_evaluate, work, size, corpus_info, [fbank], device, 1, tasks, True, slots))
+        early.append(background.submit(stage_evaluate, work, size, corpus_info, [fbank], device, 1, tasks, True, slots,
+                                       handoff))
 
     try:
         if theta0_path:
@@ -182,7 +184,7 @@ def _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0
         if background:
             say("θ0 evaluations queued in the background")
             early.append(background.submit(stage_evaluate, work, size, corpus_info, [theta0_encoder], device, 1, tasks,
-                                           True, slots))
+                                           True, slots, handoff))
 
         recipe = FINETUNE_TASKS[finetune_task][0]
         header(3, total, f"θ′: stable fine-tuning on {finetune_task} (downstream_recipes/{recipe} finetune)")
@@ -198,9 +200,11 @@ def _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0
         rest = [e for e in _sweep_encoders(alphas, theta_prime, merged)]
         if background:
             failures = []
-            if not all(f.done() for f in early):  # θ′ and θ̂_α now, sharing the cores with them
-                say("the FBANK / θ0 evaluations are still running in the background")
-                stage_evaluate(work, size, corpus_info, rest, device, jobs, tasks, slots=slots)
+            if not all(f.done() for f in early):  # the background starts no new run; its queue joins this one
+                running = handoff.stop()
+                say("the FBANK / θ0 evaluations not yet started join stage 5's runs")
+                stage_evaluate(work, size, corpus_info, [fbank, theta0_encoder, *rest], device, jobs, tasks,
+                               slots=slots, skip=running)
             for future in early:
                 failures += future.result()[1]
             background.shutdown()

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 from speechft_upstream.benchmark import er_folds
@@ -184,11 +185,36 @@ def _eval_one(stage, task, data, encoder, budget, device, slots=None):
     return stage.finish(out, kept)
 
 
-def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, background=False, slots=None):
+class Handoff:
+    """Evaluations started in the background that stage 5 takes over: the background claims each
+    run before starting it; after ``stop()`` it starts none, and stage 5 runs every unclaimed one
+    on all its slots (a background thread left alone would run them one at a time, one core idle)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._claimed = set()
+
+    def claim(self, key):
+        with self._lock:
+            if not self._stopped:
+                self._claimed.add(key)
+            return not self._stopped
+
+    def stop(self):
+        """The runs the background has claimed (finished, or the one it is in)."""
+        with self._lock:
+            self._stopped = True
+            return set(self._claimed)
+
+
+def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, background=False, slots=None,
+                   handoff=None, skip=()):
     """SUPERB protocol for every encoder × task, each with every seed; ``jobs`` recipes at a time.
 
     ``background``: started early on the core another stage leaves free (one line per finished
-    run, no progress bar); its results are collected when stage 5 starts.
+    run, no progress bar), each run claimed from ``handoff`` first; stage 5 stops it and runs the
+    rest itself. ``skip``: (encoder, task) runs not to start here (the background's, running).
     """
     from tqdm import tqdm
 
@@ -204,7 +230,7 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
             done = stage.cached()
             if done:
                 results[(encoder["name"], task)] = done
-            else:
+            elif (encoder["name"], task) not in skip:
                 data = task_data(task, corpus_info["dir"], work)
                 todo.append((stage, task, data, encoder, budget))
 
@@ -220,6 +246,8 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
     if background:
         failures = []
         for stage, task, data, enc, budget in todo:
+            if handoff is not None and not handoff.claim((enc["name"], task)):
+                break  # stage 5 has taken over the rest
             try:
                 out = _eval_one(stage, task, data, enc, budget, device, slots)
                 results[(enc["name"], task)] = out
