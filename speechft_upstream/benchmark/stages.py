@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, ENCODER_LABELS, EXTRA_METRICS, FINETUNE_TASKS,
-                                               NO_DEV, NO_HEAD, PAPER_ALPHA, RECIPES, SIZES, TASKS, eval_budget)
+                                               NO_DEV, NO_HEAD, PAPER_ALPHA, RECIPES, SIZES, TASKS, base_task,
+                                               eval_budget)
 from speechft_upstream.benchmark.stage import Stage, run_cmd, say, speechft_cmd, stage_key
 from speechft_upstream.benchmark.task_runs import dev_values as _dev_values
 from speechft_upstream.benchmark.task_runs import eval_qbe, task_data, task_dev_values
@@ -88,7 +89,7 @@ def stage_theta0(work, size, seed, corpus_info, pretrain=False):
 
 def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_hubert", ckpt=None, beta=None,
                device="cpu", eval_every=None, patience=None, seeds=None, feature_cache=None, accumulate=1, workers=0):
-    recipe = (TASKS[task] if task in TASKS else FINETUNE_TASKS[task])[0]
+    recipe = (TASKS[task] if task in TASKS else FINETUNE_TASKS.get(task) or TASKS[base_task(task)])[0]
     cmd = ["bash", RECIPES / recipe, mode, "--upstream", upstream, "--data", data, "--exp", exp,
            "--steps", steps, "--batch-size", batch, "--lr", lr, "--device", device,
            "-o", f"config.runner.gradient_accumulate_steps={accumulate}"]
@@ -142,15 +143,22 @@ def stage_finetune(work, size, corpus_info, theta0, device, task="PR"):
     return stage.finish({"path": str(path.resolve()), f"dev_{metric}": dev}, ["exp/theta_prime.pt"])
 
 
-def stage_merge(work, theta0, theta_prime):
-    stage = Stage(work / "merge", {"theta0_key": stage_key(theta0), "theta_prime_key": stage_key(theta_prime),
-                                   "alphas": ALPHAS})
+def stage_merge(work, theta0, theta_prime, folder="merge"):
+    """θ̂_α = θ0 + α·τ for α in ALPHAS; ``theta_prime`` a list: the multi-task merge, τ the mean of
+    their task vectors (speechft merge's linear method with several --finetuned)."""
+    primes = theta_prime if isinstance(theta_prime, list) else [theta_prime]
+    params = {"theta0_key": stage_key(theta0), "alphas": ALPHAS}
+    if isinstance(theta_prime, list):
+        params["theta_prime_keys"] = [stage_key(p) for p in primes]
+    else:  # the key of the runs before multi-task merges, so their merges are reused
+        params["theta_prime_key"] = stage_key(theta_prime)
+    stage = Stage(work / folder, params)
     done = stage.cached()
     if done:
         say(f"reusing {stage.folder} ({len(done['paths'])} merged files)")
         return done
     stage.start()
-    cmd = speechft_cmd("merge", "--base", theta0["path"], "--finetuned", theta_prime["path"],
+    cmd = speechft_cmd("merge", "--base", theta0["path"], "--finetuned", *[p["path"] for p in primes],
                     "--alpha", ",".join(f"{a:g}" for a in ALPHAS), "-o", stage.folder / "theta_hat_alpha{alpha}.pt",
                     "--force")
     say("$ speechft " + " ".join(map(str, cmd[3:])))
@@ -170,7 +178,7 @@ def _eval_one(stage, task, data, encoder, budget, device, slots=None):
     if slots is not None:  # a limit on runs at a time shared with the background runs
         with slots:
             return _eval_one(stage, task, data, encoder, budget, device)
-    recipe, _, metric, _, higher = TASKS[task]
+    recipe, _, metric, _, higher = TASKS[base_task(task)]
     stage.start()
     exp = stage.folder / "exp"
     upstream, ckpt = ("fbank", None) if encoder["name"] == BASELINE else ("speechft_hubert", encoder["path"])
@@ -230,8 +238,10 @@ def _eval_one(stage, task, data, encoder, budget, device, slots=None):
     return stage.finish(out, kept)
 
 
-def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, background=False, slots=None):
+def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, background=False, slots=None,
+                   data_dirs=None):
     """SUPERB protocol for every encoder × task, each with every seed; ``jobs`` recipes at a time.
+    ``data_dirs``: {task: folder} for tasks whose data is not the corpus's (a second language's PR).
 
     ``background``: started early on the core another stage leaves free (one line per finished
     run, no progress bar); its results are collected when stage 5 starts.
@@ -244,12 +254,14 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
             budget = eval_budget(size, task)
             params = {"encoder": encoder["name"], "encoder_key": encoder.get("key"), "task": task, **budget,
                       "device": device, "corpus_key": stage_key(corpus_info)}
+            if task in (data_dirs or {}):  # only these: the keys of the corpus's tasks stay as they were
+                params["data"] = str(data_dirs[task])
             stage = Stage(work / "evaluate" / encoder["name"] / task.lower(), params)
             done = stage.cached()
             if done:
                 results[(encoder["name"], task)] = done
             else:
-                data = task_data(task, corpus_info["dir"], work)
+                data = (data_dirs or {}).get(task) or task_data(task, corpus_info["dir"], work)
                 todo.append((stage, task, data, encoder, budget))
 
     def line(name, task, out):
