@@ -72,34 +72,46 @@ def _sentence(letter, claim, status, worse, untested, missing, extra=""):
         text += f"; no p-value for {', '.join(untested)}"
     if missing:
         text += f"; not run: {', '.join(missing)} (use --paper)"
-    return text + (f". {extra}" if extra else ".")
+    return text + (f". {extra}." if extra else ".")
+
+
+def _decide(letter, claim, checks, missing, unevaluated=()):
+    """The sentence of a claim decided by p-values; a missing experiment leaves it not resolved
+    (what the experiments run show is said after it)."""
+    status, worse, untested = _outcome(checks) if checks else ("not resolved", [], [])
+    extra = f"{len(checks)} comparison(s)" if checks else "no comparison"
+    if missing and checks:
+        extra = f"On the experiments run ({extra}): {status}"
+        status = "not resolved"
+    if unevaluated:
+        extra += f"; not evaluated here: {', '.join(unevaluated)}"
+    return _sentence(letter, claim, status, worse, untested, missing, extra)
+
+
+def _missing_hats(context):
+    return [f"theta_hat_{t.lower()}" for t in _missing(context, "finetune", [t.lower() for t in PAPER_TASKS])]
 
 
 def claim_a(by, context):
-    checks, experiments = [], [e for e in plan_of(context) if e.kind == "finetune" and e.merged]
-    for e in experiments:
+    checks = []
+    for e in (e for e in plan_of(context) if e.kind == "finetune" and e.merged):
         for task in context["tasks"]:
             if task != e.task and (e.hat, task) in by:
                 checks.append((f"{encoder_label(e.hat)} vs {encoder_label(e.prime)} on {task}",
                                _worse(by[(e.hat, task)], "theta_prime")))
-    missing = [f"theta_hat_{t.lower()}" for t in _missing(context, "finetune", [t.lower() for t in PAPER_TASKS])]
-    status, worse, untested = _outcome(checks) if checks else ("not resolved", [], [])
-    if missing and status == "held":
-        status = "not resolved"
-    return _sentence("a", "θ̂ is at least as good as θ′ on the tasks other than its fine-tuning task", status, worse,
-                     untested, missing, f"{len(checks)} comparisons" if checks else "")
+    return _decide("a", "θ̂ is at least as good as θ′ on the tasks other than its fine-tuning task", checks,
+                   _missing_hats(context))
 
 
 def claim_b(by, context):
-    checks = []
+    checks, unevaluated = [], []
     for e in (e for e in plan_of(context) if e.kind == "finetune" and e.merged):
         if (e.hat, e.task) in by:
             checks.append((f"{encoder_label(e.hat)} on {e.task}", _worse(by[(e.hat, e.task)], "theta0")))
-    missing = [f"theta_hat_{t.lower()}" for t in _missing(context, "finetune", [t.lower() for t in PAPER_TASKS])]
-    status, worse, untested = _outcome(checks) if checks else ("not resolved", [], [])
-    if missing and status == "held":
-        status = "not resolved"
-    return _sentence("b", "θ̂ is at least as good as θ0 on its fine-tuning task", status, worse, untested, missing)
+        else:  # the fine-tuning task is not among the evaluated tasks (e.g. SID with --tasks PR,KS)
+            unevaluated.append(f"{e.task} ({encoder_label(e.hat)})")
+    return _decide("b", "θ̂ is at least as good as θ0 on its fine-tuning task", checks, _missing_hats(context),
+                   unevaluated)
 
 
 def claim_c(by, context, test_scores):
