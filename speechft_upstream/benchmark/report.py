@@ -144,7 +144,7 @@ def markdown(context, rows, test_scores, analysis_dir):
     sweep_test = [{"encoder": r["encoder"], "task": r["task"], "metric": r["metric"], "value": r["test"],
                    "split": "test"} for r in sweep_of(context)]
     fb = [{"encoder": BASELINE, "task": r["task"], "metric": r["metric"], "value": r["value"], "split": "test"}
-          for r in rows + context["extra_rows"] if r["encoder"] == BASELINE]
+          for r in rows + context["extra_rows"] if r["encoder"] == BASELINE and r["task"] in context["tasks"]]
     sweep_scores = score.compute(sweep_test + fb, refs, split="test", baseline_encoder=BASELINE, source="sweep")
     theta0_dev = context["dev_scores"].get("theta0", {}).get("score")
     lines.append(f"| 0 (θ0) | {theta0_dev:.1f} | {sweep_scores['theta0']['score']:.1f} |")

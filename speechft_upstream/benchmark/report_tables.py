@@ -93,7 +93,8 @@ def paper_table_section(rows, test_scores, context):
              "evaluated. The score is over the English tasks ("
              + ", ".join(context["tasks"]) + ")"
              + (f"; {', '.join(extra)} (the second language) is a column of its own, evaluated for θ0, FBANK and "
-                "the unsupervised rows only" if extra else "") + ".", ""]
+                "the unsupervised rows only; the unsupervised θ̂'s α is chosen on the dev score over the English "
+                "tasks and " + ", ".join(extra) + ", each task weighted equally" if extra else "") + ".", ""]
     lines += paper_table_lines(rows, test_scores, context)
     missing = [e for e in ("multi", "unsupervised") if not any(p.kind == e for p in plan_of(context))]
     if missing:
