@@ -77,14 +77,14 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
     finetune_task = finetune_task or ("ASR_TED" if data_root else "PR")
     if finetune_task not in FINETUNE_TASKS:
         raise SpeechFTError(f"--finetune-task must be one of {', '.join(FINETUNE_TASKS)}, got {finetune_task}")
+    if SIZES[size]["corpus"] is None and not data_root:
+        raise SpeechFTError(f"--size {size}: needs --data-root (its budgets are for the SUPERB data sets)")
     if plan is None:
         plan = plans.paper_plan(finetune_task) if paper else plans.default_plan(finetune_task)
     if not plan or not plan[0].primary or plan[0].task != finetune_task:
         raise SpeechFTError(f"a plan starts with the default experiment (fine-tuning on {finetune_task})")
     skip = SIZES[size].get("skip_missing_producers", False) if skip_missing is None else skip_missing
     plan, skipped = plans.resolve(plan, skip_missing=skip)
-    if SIZES[size]["corpus"] is None and not data_root:
-        raise SpeechFTError(f"--size {size}: needs --data-root (its budgets are for the SUPERB data sets)")
     # every input is checked before anything runs
     if data_root:
         for task in dict.fromkeys([finetune_task] + [e.task for e in plan if e.kind == "finetune"]):
