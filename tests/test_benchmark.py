@@ -7,6 +7,7 @@ KS and IC, α in {0.25, 1}. It goes through the seeds, CI and p-value code paths
 
 import csv
 import hashlib
+import importlib.util
 import json
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from tests.conftest import REPO, assert_ok, run_py
 
 ENCODERS = {"fbank", "theta0", "theta_prime", "theta_hat"}
+if importlib.util.find_spec("speechft_upstream.benchmark.stage_baselines"):  # the default plan's baseline (plan.py)
+    ENCODERS.add("theta_prime_l2")
 TASKS = {"PR", "KS", "IC"}
 
 

@@ -9,6 +9,7 @@ deterministic run, p-values and CIs null where they cannot be computed, the dev 
 chose α, and `speechft score` agreeing with scores.json.
 """
 
+import importlib.util
 import json
 import math
 
@@ -17,6 +18,8 @@ import pytest
 from tests.conftest import REPO, assert_ok, run_py
 
 ENCODERS = ("fbank", "theta0", "theta_prime", "theta_hat")
+if importlib.util.find_spec("speechft_upstream.benchmark.stage_baselines"):  # the default plan's baseline (plan.py)
+    ENCODERS += ("theta_prime_l2",)
 NEW = ("ASR", "SF", "ASV", "SD", "QBE")
 METRICS = {"PR": ["PER"], "ASR": ["WER"], "SF": ["F1", "CER"], "ASV": ["EER"], "SD": ["DER"], "QBE": ["MTWV"]}
 MINI_REFS = REPO / "speechft_upstream" / "evaluate" / "mini_superb_references.yaml"
@@ -59,7 +62,7 @@ def test_stages_reused_and_only_new_tasks_run(more):
     for stage in ("corpus", "theta0", "finetune_pr", "merge"):
         assert f"reusing {more['work'] / stage}" in err, stage
     assert "PR   dev" not in err  # no PR evaluation ran again (FBANK, θ0, θ̂_0.25, θ′)
-    assert "reusing 24 finished evaluation(s)" in err  # 4 encoders × 6 tasks at the end of stage 5
+    assert f"reusing {len(ENCODERS) * 6} finished evaluation(s)" in err  # the encoders × 6 tasks at the end
     for task in NEW:
         assert f"θ0 {task:<4} dev" in err, task
     print(f"\n[benchmark --tasks PR,ASR,SF,ASV,SD,QBE after the smoke run: {more['seconds']:.0f} s]")

@@ -14,8 +14,16 @@ def add_parser(sub):
     p = sub.add_parser("benchmark", help="the Speech-FT benchmark: offline mini-SUPERB (./run.sh's main job), or "
                                          "the paper's table on real SUPERB data (--data-root)",
                        description="corpus (or --data-root) → θ0 → stable fine-tuning (PR; ASR_TED with "
-                                   "--data-root) → merges → SUPERB protocol for FBANK, θ0, θ′, θ̂ → α chosen on "
-                                   "dev → analyze → report. Finished stages under --work are reused.")
+                                   "--data-root) and the L2 baseline → merges → SUPERB protocol for FBANK, θ0, θ′, "
+                                   "θ̂, the baseline → α chosen on dev → analyze → report. --paper: the paper's "
+                                   "experiments. Finished stages under --work are reused.")
+    p.add_argument("--paper", action="store_true",
+                   help="the paper's experiments: θ′ from stable fine-tuning on PR, SID and ER, each merged with "
+                        "its own α chosen on dev; the multi-task merge θ0 + α·mean(τ_PR, τ_SID, τ_ER); the "
+                        "baselines L2 toward θ0, LoRA and an early checkpoint (same task and budget); "
+                        "unsupervised continued pre-training on a second language, merged back (also evaluated "
+                        "on PR in that language); the report's table in the paper's layout with the claims. "
+                        "Any size (with --quick: the quick budgets); prints the number of evaluation runs first")
     p.add_argument("--quick", action="store_true", help="smaller corpus, fewer steps (under 10 minutes on 2 cores); "
                                                         "the same as --size quick")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: tiny everything
@@ -94,4 +102,4 @@ def _cli(args):
                  jobs=args.jobs, device=args.device,
                  tasks=parse_tasks(args.tasks) if args.tasks else None,
                  pretrain=args.pretrain, data_root=args.data_root, theta0=args.theta0,
-                 finetune_task=args.finetune_task, gpus=args.gpus, slurm=slurm)
+                 finetune_task=args.finetune_task, gpus=args.gpus, slurm=slurm, paper=args.paper)

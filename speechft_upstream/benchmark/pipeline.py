@@ -4,14 +4,18 @@
 2. θ0          the shipped assets/theta0_mini_superb.pt (sha256 checked; the same at every size
                but the tests' smoke size, which uses a random `speechft make-tiny` θ0), or with
                --pretrain its recipe, `speechft pretrain --recipe mini-superb`, on this corpus
-3. θ′          stable fine-tuning on PR: `downstream_recipes/pr.sh finetune`
-4. merges      `speechft merge` θ̂_α = (1−α)·θ0 + α·θ′ for α in ALPHAS, one pass
+3. θ′          one stage per experiment of the plan (plan.py): stable fine-tuning on PR
+               (`downstream_recipes/pr.sh finetune`) and the L2 baseline by default; with --paper
+               also on SID and ER, the LoRA and early-checkpoint baselines and unsupervised
+               continued pre-training on a second language (experiments.py)
+4. merges      `speechft merge` θ̂_α = (1−α)·θ0 + α·θ′ for α in ALPHAS, one pass per merged
+               experiment (--paper's multi-task merge: θ0 + α·mean(τ_PR, τ_SID, τ_ER))
 5. evaluate    the SUPERB protocol (`<task>.sh evaluate`: frozen encoder, weighted sum of layers,
                the task's head trained, dev-best checkpoint tested) for FBANK (`-u fbank`), θ0,
                every θ̂_α and θ′ (= α 1.0) on PR, SID, KS, IC, ER (prosody) by default;
                --tasks adds any of ASR, QbE (DTW on every layer: no head, one run), ASV, SD, SF
                (--tasks all: the ten)
-6. select α    the α whose *dev* SUPERB-style score (1000 × mean over tasks of
+6. select α    per merged experiment, the α whose *dev* SUPERB-style score (1000 × mean over tasks of
                (dev − FBANK dev)/(perfect − FBANK dev), each task's main metric; ASV, which has
                no dev split, left out) is highest; its *test* rows are θ̂
 7. analyze     `speechft analyze --base θ0 --models θ′ θ̂` on held-out test audio
@@ -33,65 +37,34 @@ import threading
 import time
 from pathlib import Path
 
-from speechft_upstream.benchmark import executor, inputs
-from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, DEFAULT_TASKS, FINETUNE_TASKS, NO_DEV, SCALE,
-                                               SIZES, TASKS)
+from speechft_upstream.benchmark import executor, experiments, inputs
+from speechft_upstream.benchmark import plan as plans
+from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, DEFAULT_TASKS, FINETUNE_TASKS, NO_DEV, NO_HEAD, SIZES,
+                                               TASKS)
 from speechft_upstream.benchmark.stage import header, say, stage_key
-from speechft_upstream.benchmark.stages import (Handoff, stage_analyze, stage_corpus, stage_evaluate, stage_finetune,
-                                                stage_merge, stage_theta0)
+from speechft_upstream.benchmark.stages import Handoff, stage_analyze, stage_corpus, stage_evaluate, stage_theta0
 from speechft_upstream.errors import SpeechFTError
 
 
-def select_alpha(evals, alphas):
-    """The α with the highest dev score; returns (alpha, {alpha: dev score}, per-task detail)."""
-    from speechft_upstream.evaluate import score
-
-    refs = selection_references(score.load_references(score.MINI_REFERENCES))
-    rows = []
-    for (name, task), out in evals.items():
-        if out.get("dev") is None:  # ASV: no dev split
-            continue
-        rows.append({"encoder": name, "task": task, "metric": TASKS[task][3], "value": SCALE[task] * out["dev"],
-                     "split": "dev"})
-    scores = score.compute(rows, refs, split="dev", baseline_encoder=BASELINE, source="dev results")
-    by_alpha = {}
-    for a in alphas:
-        name = _alpha_encoder(a)
-        if name in scores:
-            by_alpha[a] = scores[name]["score"]
-    best = max(by_alpha, key=lambda a: (by_alpha[a], -a))  # ties: the smaller α
-    return best, by_alpha, scores
+def select_alpha(evals, alphas, entry=None, tasks=None):
+    """The α with the highest dev score of ``entry`` (default: the default experiment); returns
+    (alpha, {alpha: dev score}, per-encoder detail). See experiments.select_alpha."""
+    entry = entry or plans.default_plan()[0]
+    tasks = tasks or sorted({task for _, task in evals})
+    return experiments.select_alpha(evals, alphas, entry, tasks)
 
 
-def selection_references(refs):
-    """The references with each benchmark task's main metric only: SF's F1 chooses α (its CER is
-    reported, and scored on test, but its dev value is not part of the choice)."""
-    main = {t.lower(): spec[3].lower() for t, spec in TASKS.items()}
-    tasks = {}
-    for task, metrics in refs["tasks"].items():
-        want = main.get(task.lower())
-        tasks[task] = {m: p for m, p in metrics.items() if want is None or m.lower() == want}
-    return dict(refs, tasks=tasks)
-
-
-def _sweep_encoders(alphas, theta_prime, merged):
-    out = []
-    for a in alphas:
-        if a == 1.0:  # θ̂ at α = 1 is θ′ itself
-            out.append({"name": "theta_prime", "path": theta_prime["path"], "key": stage_key(theta_prime)})
-        else:
-            out.append({"name": _alpha_encoder(a), "path": merged["paths"][f"{a:g}"],
-                        "key": stage_key(theta_prime) + f"{a:g}"})
-    return out
-
-
-def _alpha_encoder(alpha):
-    return "theta_prime" if alpha == 1.0 else f"alpha{alpha:g}"
+selection_references = experiments.selection_references
 
 
 def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, device=None, tasks=None,
-        pretrain=False, data_root=None, theta0=None, finetune_task=None, gpus=None, slurm=None):
-    """``slurm``: None, or the options of executor.Slurm (partition, time_min, gpus_per_job, ...)."""
+        pretrain=False, data_root=None, theta0=None, finetune_task=None, gpus=None, slurm=None, paper=False,
+        plan=None, skip_missing=None):
+    """``slurm``: None, or the options of executor.Slurm (partition, time_min, gpus_per_job, ...).
+    ``paper``: the paper's experiments (plan.paper_plan) instead of the default run's; ``plan``: a
+    list of plan.Experiment (the tests'), its first entry the default experiment. ``skip_missing``:
+    drop entries whose producer module this checkout lacks (default: the size's setting, the
+    smoke size's only; every size a user can pick refuses)."""
     work = Path(work).resolve()
     # the mini benchmark's default keeps ./run.sh within an hour; the paper's table has all ten
     tasks = list(tasks or SIZES[size].get("tasks") or (TASKS if data_root else DEFAULT_TASKS))
@@ -106,9 +79,16 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
         raise SpeechFTError(f"--finetune-task must be one of {', '.join(FINETUNE_TASKS)}, got {finetune_task}")
     if SIZES[size]["corpus"] is None and not data_root:
         raise SpeechFTError(f"--size {size}: needs --data-root (its budgets are for the SUPERB data sets)")
+    if plan is None:
+        plan = plans.paper_plan(finetune_task) if paper else plans.default_plan(finetune_task)
+    if not plan or not plan[0].primary or plan[0].task != finetune_task:
+        raise SpeechFTError(f"a plan starts with the default experiment (fine-tuning on {finetune_task})")
+    skip = SIZES[size].get("skip_missing_producers", False) if skip_missing is None else skip_missing
+    plan, skipped = plans.resolve(plan, skip_missing=skip)
     # every input is checked before anything runs
     if data_root:
-        inputs.check_data_root(data_root, tasks, finetune_task)
+        for task in dict.fromkeys([finetune_task] + [e.task for e in plan if e.kind == "finetune"]):
+            inputs.check_data_root(data_root, tasks, task)
     theta0_kind = inputs.theta0_format(Path(theta0).resolve()) if theta0 else None
     if gpus is not None and slurm is not None:
         raise SpeechFTError("--gpus and --slurm exclude each other (--slurm-gpus sets the GPUs per job)")
@@ -125,11 +105,11 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
     data_info = inputs.data_root_info(data_root, tasks, finetune_task) if data_root else None
     with executor.use(where):
         return _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0, theta0_kind,
-                    finetune_task, where)
+                    finetune_task, where, plan, skipped)
 
 
 def _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0_path, theta0_kind, finetune_task,
-         where):
+         where, plan, skipped=()):
     from speechft_upstream.benchmark import report
 
     started = time.time()
@@ -140,12 +120,18 @@ def _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    total = 8
+    producing = [e for e in plan if e.kind != "multi"]
+    total = 7 + len(producing)
     alphas = tuple(SIZES[size]["alphas"])
     times = {}
     runs_on = where.kind if where else "here"
     say(f"speechft benchmark: {'SUPERB data' if data_info else 'mini-SUPERB'}, size {size}, work {work}, results "
         f"{out}, {jobs} job(s), device {device}, commands run: {runs_on}")
+    evaluations, runs = plans.evaluation_count(plan, tasks, alphas, SIZES[size]["seeds"], NO_HEAD)
+    say(f"experiments: {', '.join(e.prime for e in plan)}; {evaluations} evaluations (encoder × task), "
+        f"{runs} evaluation runs counting seeds (finished ones under --work are reused)")
+    for name in skipped:
+        say(f"plan entry {name} skipped: its producer module is not in this checkout (size {size} only)")
 
     if data_info:
         header(1, total, f"data: --data-root {data_info['dir']} (checked; in place of the corpus stage)")
@@ -161,7 +147,7 @@ def _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0
     # Pre-training and fine-tuning run on one core: with two or more jobs, the FBANK and θ0
     # evaluations (which need only the corpus and θ0) run meanwhile on the other one.
     fbank = {"name": BASELINE, "key": "s3prl fbank"}
-    # With --slurm every evaluation is submitted in stage 5, all at once.
+    # With --slurm every evaluation is submitted in the evaluation stage, all at once.
     background = concurrent.futures.ThreadPoolExecutor(max_workers=1) if jobs >= 2 and runs_on != "slurm" else None
     slots = threading.Semaphore(jobs)
     handoff = Handoff()
@@ -186,18 +172,16 @@ def _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0
             early.append(background.submit(stage_evaluate, work, size, corpus_info, [theta0_encoder], device, 1, tasks,
                                            True, slots, handoff))
 
-        recipe = FINETUNE_TASKS[finetune_task][0]
-        header(3, total, f"θ′: stable fine-tuning on {finetune_task} (downstream_recipes/{recipe} finetune)")
-        theta_prime = stage_finetune(work, size, corpus_info, theta0, device, finetune_task)
-        times["finetune"] = theta_prime
+        primes = experiments.run_producers(plan, work, size, seed, corpus_info, theta0, device, 3, total, times)
+        step = 3 + len(producing)
+        header(step, total, "θ̂_α = θ0 + α·τ for α = " + ", ".join(f"{a:g}" for a in ALPHAS) + " (speechft merge) for "
+               + ", ".join(e.prime for e in plan if e.merged))
+        merges = experiments.run_merges(plan, work, theta0, primes, times)
 
-        header(4, total, "θ̂_α = (1−α)·θ0 + α·θ′ for α = " + ", ".join(f"{a:g}" for a in ALPHAS) + " (speechft merge)")
-        merged = stage_merge(work, theta0, theta_prime)
-        times["merge"] = merged
-
-        header(5, total, "SUPERB protocol: frozen encoder, weighted sum, task heads (<task>.sh evaluate)")
+        header(step + 1, total, "SUPERB protocol: frozen encoder, weighted sum, task heads (<task>.sh evaluate)")
         t5 = time.time()
-        rest = [e for e in _sweep_encoders(alphas, theta_prime, merged)]
+        rest = [enc for e in plan for enc in experiments.encoders_of(e, alphas, primes.get(e.name),
+                                                                     merges.get(e.name))]
         if background:
             failures = []
             if not all(f.done() for f in early):  # the background starts no new run; its queue joins this one
@@ -215,28 +199,39 @@ def _run(out, work, size, seed, jobs, device, tasks, pretrain, data_info, theta0
             background.shutdown(wait=False, cancel_futures=True)
         raise
     encoders = [fbank, theta0_encoder, *rest]
-    say("encoders: FBANK, θ0, " + ", ".join("θ′ (α = 1)" if a == 1.0 else f"θ̂ α = {a:g}" for a in alphas)
-        + f"; tasks: {', '.join(tasks)}")
+    say(f"encoders: {', '.join(e['name'] for e in encoders)}; tasks: {', '.join(tasks)}")
     evals = stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, slots=slots)
+    extra = experiments.extra_tasks(plan, primes, alphas)
+    for task, folder, names in extra:  # a task some encoders only are evaluated on
+        say(f"{task} (data {folder}): {', '.join(names)}")
+        evals.update(stage_evaluate(work, size, corpus_info, [e for e in encoders if e["name"] in names], device,
+                                    jobs, [task], slots=slots, data_dirs={task: folder}))
     times["evaluate"] = {"_seconds": time.time() - t5, "_reused": False}
 
-    header(6, total, f"α chosen on the dev splits (dev SUPERB-style score over "
-                     f"{', '.join(t for t in tasks if t not in NO_DEV)})")
-    alpha, by_alpha, dev_scores = select_alpha(evals, alphas)
+    header(step + 2, total, f"α chosen on the dev splits (dev SUPERB-style score over "
+                            f"{', '.join(t for t in tasks if t not in NO_DEV)}), per merged experiment")
+    chosen = experiments.choose(plan, evals, alphas, tasks, merges, primes)
+    main = plan[0]
+    by_alpha, dev_scores = chosen[main.name]["by_alpha"], chosen[main.name]["dev_scores"]
+    alpha = chosen[main.name]["alpha"]
     for a, s in by_alpha.items():
         say(f"  α = {a:<5g} dev score {s:8.2f}" + ("   <- chosen" if a == alpha else ""))
-    theta_hat = {"alpha": alpha, "encoder": _alpha_encoder(alpha),
-                 "path": theta_prime["path"] if alpha == 1.0 else merged["paths"][f"{alpha:g}"]}
+    theta_hat = {k: chosen[main.name][k] for k in ("alpha", "encoder", "path")}
 
-    header(7, total, "analyze: per-layer similarity to θ0 and weight change (speechft analyze)")
-    analysis = stage_analyze(work, size, corpus_info, theta0, theta_prime, theta_hat, merged["paths"])
+    header(step + 3, total, "analyze: per-layer similarity to θ0 and weight change (speechft analyze)")
+    analysis = stage_analyze(work, size, corpus_info, theta0, primes[main.name], theta_hat, merges[main.name]["paths"])
     times["analyze"] = analysis
+    more = experiments.stage_analyze_baselines(work, size, corpus_info, theta0, plan, primes)
+    if more:
+        times["analyze_baselines"] = more
 
-    header(8, total, f"report -> {out}")
-    context = {"tasks": tasks, "alphas": alphas, "size": size, "seed": seed, "corpus": corpus_info, "theta0": theta0, "theta_prime": theta_prime,
-               "theta_hat": theta_hat, "by_alpha": by_alpha, "dev_scores": dev_scores, "evals": evals,
-               "analysis": analysis, "sizes": SIZES[size], "jobs": jobs, "device": device,
-               "finetune_task": finetune_task, "runs_on": runs_on,
+    header(step + 4, total, f"report -> {out}")
+    context = {"tasks": tasks, "alphas": alphas, "size": size, "seed": seed, "corpus": corpus_info, "theta0": theta0,
+               "theta_prime": primes[main.name], "theta_hat": theta_hat, "by_alpha": by_alpha,
+               "dev_scores": dev_scores, "evals": evals, "analysis": analysis, "analysis_baselines": more,
+               "sizes": SIZES[size], "jobs": jobs, "device": device, "finetune_task": finetune_task,
+               "runs_on": runs_on, "plan": plan, "chosen": chosen, "extra_tasks": [t for t, _, _ in extra],
+               "paper_plan": any(e.kind in ("multi", "unsupervised") for e in plan), "skipped": list(skipped),
                "times": {k: (round(v.get("_seconds", 0.0), 1), v.get("_reused", False)) for k, v in times.items()},
                "wall_seconds": time.time() - started, "work": str(work)}
     written = report.write(out, context)

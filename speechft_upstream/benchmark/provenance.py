@@ -107,6 +107,10 @@ def run_record(context, rows):
         "settings": {"size": size, "tasks": list(context["tasks"]), "alphas": list(context["alphas"]),
                      "jobs": context["jobs"], "device": context["device"], "runs_on": context.get("runs_on"),
                      "finetune_task": context.get("finetune_task", "PR"),
+                     "experiments": [{"name": e.name, "kind": e.kind, "task": e.task, "merged": e.merged,
+                                      "theta_prime": e.prime, "theta_hat": e.hat, "sources": list(e.sources)}
+                                     for e in context.get("plan") or []],
+                     "skipped_experiments": context.get("skipped", []),
                      "threads_per_run": THREAD_SETTINGS,
                      "finetune": context["sizes"]["finetune"],
                      "evaluate": {t: eval_budget(size, t) for t in context["tasks"]}},

@@ -41,11 +41,26 @@ _ASV_SMALL = ("config.downstream_expert.modelrc.input_dim=32,,"
               "config.downstream_expert.modelrc.module_config.XVector.agg_dim=64")
 
 # Fine-tuning tasks (θ0 → θ′): recipe, data subfolder, metric the runner prints on dev. PR for
-# the mini benchmark; ASR_TED (TED-LIUM 3 ASR) is the paper's, used with --data-root.
+# the mini benchmark; SID and ER as well with --paper (each its own θ′); ASR_TED (TED-LIUM 3 ASR)
+# is the paper's, used with --data-root. ER fine-tunes on one fold (recipe_cmd: fold1).
 FINETUNE_TASKS = {
     "PR": ("pr.sh", "pr", "per"),
+    "SID": ("sid.sh", "sid", "acc"),
+    "ER": ("er.sh", "er", "acc"),
     "ASR_TED": ("asr_ted.sh", "asr_ted", "wer"),
 }
+
+
+def base_task(task):
+    """The SUPERB task behind an evaluation task's name: itself, or PR for a second language's
+    phoneme recognition ("PR_<LANGUAGE>", the unsupervised experiment's extra task: PR's recipe,
+    budget, metric and unit on that language's data)."""
+    if task in TASKS:
+        return task
+    head = task.split("_", 1)[0]
+    if head == "PR" and "_" in task:
+        return head
+    raise KeyError(task)
 
 # Sizes. Evaluation per task: (most steps, batch size, learning rate[, steps between dev
 # evaluations[, more s3prl overrides]]) of the head (QbE: {"layer": "all"}, DTW on every layer); it trains until ``patience`` dev evaluations in a row bring no
@@ -98,6 +113,10 @@ SIZES = {
             "SF": (4, 2, 1e-3, 2, _SF_SMALL), "ASV": (4, 2, 1e-3, 4, _ASV_SMALL),  # small heads: test time
             "SD": (4, 2, 1e-3, 2, "config.downstream_expert.datarc.chunk_size=100"), "QBE": {"layer": "all"}},
         "analyze_files": 6,
+        # the tests' size runs the plans on a checkout without a θ′ producer module (plan.py:
+        # stage_baselines, stage_unsupervised), dropping its entries with a line saying so;
+        # every size a user can pick refuses instead
+        "skip_missing_producers": True,
     },
 }
 
@@ -110,12 +129,23 @@ BASELINE = "fbank"
 ENCODER_LABELS = {"fbank": "FBANK", "theta0": "θ0", "theta_prime": "θ′", "theta_hat": "θ̂"}
 
 
+def encoder_label(name):
+    """θ′_sid for theta_prime_sid, θ̂_multi for theta_hat_multi, FBANK for fbank, ..."""
+    if name in ENCODER_LABELS:
+        return ENCODER_LABELS[name]
+    for stem in ("theta_prime", "theta_hat"):
+        if name.startswith(stem + "_"):
+            return f"{ENCODER_LABELS[stem]}_{name[len(stem) + 1:]}"
+    return name
+
+
 def eval_budget(size, task):
     """{steps, batch, lr, eval_every, patience, seeds, feature_cache_mb[, accumulate, workers, overrides]}
     of one task's evaluation runs; QbE: {dtw, layer, seeds}, one seed (s3prl's --seed, which DTW
     does not use). accumulate / workers / overrides appear only where a size sets them, so the
     keys (and caches) of the other sizes stay as they were. A spec's fifth entry is the gradient
     accumulation (an int, the superb size) or more s3prl overrides (a string)."""
+    task = base_task(task)
     spec = SIZES[size]["eval"][task]
     seeds = tuple(SIZES[size].get("seeds", (1337,)))
     if task in NO_HEAD:

@@ -117,15 +117,22 @@ def stage_finetune(work, size, corpus_info, theta0, device, task="PR"):
     return stage.finish({"path": str(path.resolve()), f"dev_{metric}": dev}, ["exp/theta_prime.pt"])
 
 
-def stage_merge(work, theta0, theta_prime):
-    stage = Stage(work / "merge", {"theta0_key": stage_key(theta0), "theta_prime_key": stage_key(theta_prime),
-                                   "alphas": ALPHAS})
+def stage_merge(work, theta0, theta_prime, folder="merge"):
+    """θ̂_α = θ0 + α·τ for α in ALPHAS; ``theta_prime`` a list: the multi-task merge, τ the mean of
+    their task vectors (speechft merge's linear method with several --finetuned)."""
+    primes = theta_prime if isinstance(theta_prime, list) else [theta_prime]
+    params = {"theta0_key": stage_key(theta0), "alphas": ALPHAS}
+    if isinstance(theta_prime, list):
+        params["theta_prime_keys"] = [stage_key(p) for p in primes]
+    else:  # the key of the runs before multi-task merges, so their merges are reused
+        params["theta_prime_key"] = stage_key(theta_prime)
+    stage = Stage(work / folder, params)
     done = stage.cached()
     if done:
         say(f"reusing {stage.folder} ({len(done['paths'])} merged files)")
         return done
     stage.start()
-    cmd = speechft_cmd("merge", "--base", theta0["path"], "--finetuned", theta_prime["path"],
+    cmd = speechft_cmd("merge", "--base", theta0["path"], "--finetuned", *[p["path"] for p in primes],
                     "--alpha", ",".join(f"{a:g}" for a in ALPHAS), "-o", stage.folder / "theta_hat_alpha{alpha}.pt",
                     "--force")
     say("$ speechft " + " ".join(map(str, cmd[3:])))
@@ -209,8 +216,9 @@ class Handoff:
 
 
 def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, background=False, slots=None,
-                   handoff=None, skip=()):
+                   handoff=None, skip=(), data_dirs=None):
     """SUPERB protocol for every encoder × task, each with every seed; ``jobs`` recipes at a time.
+    ``data_dirs``: {task: folder} for tasks whose data is not the corpus's (a second language's PR).
 
     ``background``: started early on the core another stage leaves free (one line per finished
     run, no progress bar), each run claimed from ``handoff`` first; stage 5 stops it and runs the
@@ -226,12 +234,14 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
                       "device": device, "corpus_key": stage_key(corpus_info)}
             if task == "ER" and len(er_folds.folds_of(Path(corpus_info["dir"]) / TASKS[task][1])) > 1:
                 params["folds"] = list(er_folds.FOLDS)  # one session (the mini corpus): the key as before
+            if task in (data_dirs or {}):  # only these: the keys of the corpus's tasks stay as they were
+                params["data"] = str(data_dirs[task])
             stage = Stage(work / "evaluate" / encoder["name"] / task.lower(), params)
             done = stage.cached()
             if done:
                 results[(encoder["name"], task)] = done
             elif (encoder["name"], task) not in skip:
-                data = task_data(task, corpus_info["dir"], work)
+                data = (data_dirs or {}).get(task) or task_data(task, corpus_info["dir"], work)
                 todo.append((stage, task, data, encoder, budget))
 
     def line(name, task, out):

@@ -12,7 +12,7 @@ fraction), as in results.json. The tests themselves are in
 ASV, QbE) gets None, and a task with one run (QbE) no CI: the report says so.
 """
 
-from speechft_upstream.benchmark.sizes import SCALE, TASKS
+from speechft_upstream.benchmark.sizes import SCALE, TASKS, base_task
 from speechft_upstream.errors import SpeechFTError
 
 ALPHA_LEVEL = 0.05  # a difference is marked significant below this p
@@ -23,7 +23,7 @@ def seed_values(out, task, split="test", metric=None):
     values = []
     for _, run in sorted(out["seeds"].items(), key=lambda kv: int(kv[0])):
         value = (run["metrics"][metric] if metric else run)[split]
-        values.append(None if value is None else SCALE[task] * value)
+        values.append(None if value is None else SCALE[base_task(task)] * value)
     return values
 
 
@@ -60,11 +60,17 @@ def paired_p(evals, a, b, task):
     return stats.paired_test(ia, ib, kind, what=f"{task}: {a} against {b}")
 
 
-def decorate(rows, evals, source, paired=True):
-    """Add seed_values, ci95 (None with one run), dev_seed_values and p-values (None without
-    items; ``paired`` False: a task's second metric, never tested) to the rows of ``report.rows_of``.
+VERSUS = {"theta_hat": {"theta_prime": "theta_prime", "theta0": "theta0"}, "theta_prime": {"theta0": "theta0"}}
 
-    ``source``: row encoder name -> the evaluation's encoder name (θ̂ -> alpha…).
+
+def decorate(rows, evals, source, paired=True, versus=None):
+    """Add seed_values, ci95 (None with one run), dev_seed_values and p-values (None without
+    items; ``paired`` False: a task's second metric, never tested) to the rows of
+    ``report_rows.rows_of``.
+
+    ``source``: row encoder name -> the evaluation's encoder name (θ̂ -> alpha…). ``versus``: row
+    name -> {p key: row compared with}: ``p_vs_<key>`` (θ̂_sid's p_vs_theta_prime is against
+    theta_prime_sid); default VERSUS.
     """
     from speechft_upstream.evaluate import stats
 
@@ -81,11 +87,11 @@ def decorate(rows, evals, source, paired=True):
                                   for v in seed_values(out, row["task"], "dev", metric)]
         row["seeds"] = sorted(int(s) for s in out["seeds"])
         row["steps_run"] = [out["seeds"][str(s)].get("steps_run") for s in row["seeds"]]
-        against = {"theta_hat": ("theta_prime", "theta0"), "theta_prime": ("theta0",)}.get(row["encoder"], ())
-        for other in against:
+        against = (VERSUS if versus is None else versus).get(row["encoder"], {})
+        for key, other in against.items():
             same = source[row["encoder"]] == source[other]  # θ̂ at α = 1 is θ′: the same runs, p = 1
             test = paired_p(evals, source[row["encoder"]], source[other], row["task"]) if paired or same else None
-            row[f"p_vs_{other}"] = None if test is None else test["p"]
+            row[f"p_vs_{key}"] = None if test is None else test["p"]
             if paired:
                 tests[(row["encoder"], other, row["task"])] = test
     return tests
@@ -131,4 +137,4 @@ def marks(row):
 
 
 def higher_is_better(task):
-    return TASKS[task][4]
+    return TASKS[base_task(task)][4]

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from speechft_upstream.benchmark.sizes import EXTRA_METRICS, FINETUNE_TASKS, NO_DEV, RECIPES, TASKS
+from speechft_upstream.benchmark.sizes import EXTRA_METRICS, FINETUNE_TASKS, NO_DEV, RECIPES, TASKS, base_task
 from speechft_upstream.benchmark.stage import run_cmd
 from speechft_upstream.errors import SpeechFTError
 
@@ -37,7 +37,7 @@ def read_run(task, folder):
     """One runner run's record from its folder: the test value (results.json), the dev value of
     the dev-best pass (train.log), the task's other metrics, steps and timing. Its runner
     checkpoints (head + optimizer) are deleted: nothing needs them afterwards."""
-    _, _, metric, _, higher = TASKS[task]
+    _, _, metric, _, higher = TASKS[base_task(task)]
     folder = Path(folder)
     result = json.loads((folder / "results.json").read_text())
     run = {"test": result["value"], "dev": None, "checkpoint_step": result.get("checkpoint_step"),
@@ -69,7 +69,7 @@ def recipe_cmd(task, mode, data, exp, steps, batch, lr, upstream="speechft_huber
                device="cpu", eval_every=None, patience=None, seeds=None, feature_cache=None, accumulate=1, workers=0,
                fold="fold1"):
     """A recipe's command line; ER: ``fold`` None runs er.sh's five folds (er_folds.py)."""
-    recipe = (TASKS[task] if task in TASKS else FINETUNE_TASKS[task])[0]
+    recipe = (TASKS[task] if task in TASKS else FINETUNE_TASKS.get(task) or TASKS[base_task(task)])[0]
     cmd = ["bash", RECIPES / recipe, mode, "--upstream", upstream, "--data", data, "--exp", exp,
            "--steps", steps, "--batch-size", batch, "--lr", lr, "--device", device,
            "-o", f"config.runner.gradient_accumulate_steps={accumulate}"]
