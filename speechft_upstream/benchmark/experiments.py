@@ -46,6 +46,7 @@ def run_producers(plan, work, size, seed, corpus_info, theta0, device, index, to
         if entry.kind == "multi":
             continue
         header(index, total, title(entry))
+        index += 1
         primes[entry.name] = produce(entry, work, size, seed, corpus_info, theta0, device)
         times["finetune" if entry.primary else f"theta_prime_{entry.name}"] = primes[entry.name]
     return primes
