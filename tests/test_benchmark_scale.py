@@ -262,15 +262,16 @@ def slurm_run(data_root, fairseq_theta0, tmp_path_factory):
 
 def test_every_command_ran_as_a_job(slurm_run):
     work = slurm_run["work"]
-    # convert, fine-tune, merge, analyze, and 4 encoders × 2 tasks evaluations
-    assert len(slurm_run["jobs"]) == 4 + 4 * 2
+    # convert, fine-tune, the L2 baseline's fine-tuning, merge, analyze, the baselines' analysis,
+    # and 5 encoders (FBANK, θ0, α 0.25, θ′, L2's θ′) × 2 tasks evaluations
+    assert len(slurm_run["jobs"]) == 6 + 5 * 2
     for submitted in slurm_run["jobs"]:
         job = submitted.name.split("_")[0]
         assert (work / "slurm" / f"{job}_0_result.pkl").is_file(), job  # finished through submitit
     err = slurm_run["first"].stderr
     for name in ("speechft convert", "pr finetune", "speechft merge", "speechft analyze"):
         assert re.search(rf"\[local\] {name}: job \d+ \(job log {re.escape(str(work / 'slurm'))}/\d+_0_log.out", err), name
-    assert "commands run: slurm" in err and "8 evaluation run(s) (2 seeds each), 10000 at a time" in err
+    assert "commands run: slurm" in err and "10 evaluation run(s) (2 seeds each), 10000 at a time" in err
     assert "in the background]" not in err  # all evaluations submitted together in stage 5
 
 
@@ -291,7 +292,7 @@ def test_report_and_run_json_name_the_data_root(slurm_run):
     out = slurm_run["out"]
     rows = json.loads((out / "results.json").read_text())
     assert sorted({(r["encoder"], r["task"]) for r in rows}) == sorted(
-        (e, t) for e in ("fbank", "theta0", "theta_prime", "theta_hat") for t in ("PR", "KS"))
+        (e, t) for e in ("fbank", "theta0", "theta_prime", "theta_hat", "theta_prime_l2") for t in ("PR", "KS"))
     run = json.loads((out / "run.json").read_text())
     data = run["corpus"]
     assert data["data_root"] and data["path"] == str(slurm_run["data_root"].resolve())
@@ -308,7 +309,7 @@ def test_second_run_reuses_every_stage_and_submits_nothing(slurm_run):
     err, work = slurm_run["second"].stderr, slurm_run["work"]
     for stage in ("theta0/theta0.pt", "finetune_pr/exp/theta_prime.pt", "merge", "analyze"):
         assert f"reusing {work / stage}" in err, stage
-    assert "reusing 8 finished evaluation(s)" in err and "job " not in err
+    assert "reusing 10 finished evaluation(s)" in err and "job " not in err
     assert sorted((work / "slurm").glob("*_submitted.pkl")) == slurm_run["jobs"]
 
 
