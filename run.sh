@@ -16,7 +16,7 @@ usage: ./run.sh [COMMAND] [ARGS...]
 
 commands:
   (none)        set up .venv if needed, then the main job, the offline mini-SUPERB benchmark
-                (speechft benchmark; 26 min on 2 cores from a fresh clone, set-up included):
+                (speechft benchmark; about an hour on 2 cores from a fresh clone, set-up included):
                 eSpeak NG corpus, θ0 pre-trained on it, stable fine-tuning on PR -> θ′ and the L2 baseline, merges θ̂_α, α chosen on dev,
                 SUPERB protocol for FBANK, θ0, θ′, θ̂, the baseline on PR, SID, KS, IC, ER (--tasks all: the ten SUPERB tasks);
                 report in results/ (results.md,
@@ -24,7 +24,7 @@ commands:
   --paper       the paper's experiments: θ′ on PR, SID and ER (each with its α), the multi-task merge,
                 the L2 / LoRA / early-checkpoint baselines, unsupervised pre-training on a second
                 language; the paper's table and its claims (README.md "The main job"); with --quick too
-  --quick       the same, smaller and shorter (under 10 minutes; report in results/quick/); other options go to
+  --quick       the same, smaller and shorter (about 12 minutes; report in results/quick/); other options go to
                 speechft benchmark (--out DIR, --work DIR, --jobs N, --tasks T,T; see
                 .venv/bin/speechft benchmark -h)
   --data-root DIR --theta0 CKPT [--gpus N | --slurm ...]

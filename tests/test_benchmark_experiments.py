@@ -183,7 +183,7 @@ def test_plan_names_and_a_missing_producer_is_an_error(monkeypatch):
                                            SIZES[size]["seeds"], NO_HEAD),
                      plan.evaluation_count(with_extra, DEFAULT_TASKS, SIZES[size]["alphas"], SIZES[size]["seeds"],
                                            NO_HEAD)) for size in ("full", "quick")}
-    assert counts == {"full": ((40, 120), (157, 471)), "quick": ((30, 90), (105, 315))}
+    assert counts == {"full": ((35, 105), (131, 393)), "quick": ((30, 90), (105, 315))}
 
 
 def test_paper_flag_in_help():
