@@ -1,14 +1,12 @@
 """Running a plan's experiments (plan.py): each one's θ′, its merges, the encoders it evaluates,
 its α chosen on dev, and the analysis of the baselines' θ′. pipeline.py calls these in order."""
 
-import os
-import shutil
 from pathlib import Path
 
 from speechft_upstream.benchmark import plan as plans
 from speechft_upstream.benchmark.sizes import BASELINE, NO_DEV, SCALE, SIZES, TASKS, base_task
-from speechft_upstream.benchmark.stage import Stage, header, run_cmd, say, speechft_cmd, stage_key
-from speechft_upstream.benchmark.stages import stage_finetune, stage_merge
+from speechft_upstream.benchmark.stage import Stage, header, say, stage_key
+from speechft_upstream.benchmark.stages import analyze_audio, run_analyze, stage_finetune, stage_merge
 from speechft_upstream.errors import SpeechFTError
 
 
@@ -174,7 +172,7 @@ def stage_analyze_baselines(work, size, corpus_info, theta0, plan, primes):
     picks = [(e.prime, primes[e.name]["path"]) for e in plan if e.kind == "baseline"]
     if not picks:
         return None
-    audio = Path(corpus_info.get("analyze_audio") or Path(corpus_info["dir"]) / "asr" / "LibriSpeech" / "test")
+    audio = analyze_audio(corpus_info)
     files = SIZES[size]["analyze_files"]
     stage = Stage(work / "analyze_baselines", {"theta0_key": stage_key(theta0), "files": files, "audio": str(audio),
                                                "models": {n: stage_key(primes[e.name]) for e in plan
@@ -183,18 +181,4 @@ def stage_analyze_baselines(work, size, corpus_info, theta0, plan, primes):
     if done:
         say(f"reusing {stage.folder}")
         return done
-    stage.start()
-    models = []
-    for name, path in picks:
-        link = stage.folder / f"{name}.pt"
-        try:
-            os.symlink(path, link)
-        except OSError:
-            shutil.copyfile(path, link)
-        models.append(link)
-    say(f"$ speechft analyze --base θ0 --models {' '.join(n for n, _ in picks)} --max-files {files}")
-    run_cmd(speechft_cmd("analyze", "--base", theta0["path"], "--models", *models, "--audio", audio,
-                         "-o", stage.folder / "out", "--max-files", files))
-    from speechft_upstream.evaluate.analyze import OUTPUT_NAMES
-
-    return stage.finish({"dir": str((stage.folder / "out").resolve())}, [f"out/{n}" for n in OUTPUT_NAMES])
+    return run_analyze(stage, theta0, picks, audio, files)

@@ -296,7 +296,7 @@ def stage_evaluate(work, size, corpus_info, encoders, device, jobs, tasks, backg
 
 def stage_analyze(work, size, corpus_info, theta0, theta_prime, theta_hat, merged_paths):
     """θ′, the chosen θ̂ (when it is not θ′) and θ̂ at the paper's α 0.25 (when merged and not chosen)."""
-    audio = Path(corpus_info.get("analyze_audio") or Path(corpus_info["dir"]) / "asr" / "LibriSpeech" / "test")
+    audio = analyze_audio(corpus_info)
     files = SIZES[size]["analyze_files"]
     picks = [("theta_prime", theta_prime["path"])]
     if theta_hat["alpha"] != 1.0:
@@ -310,6 +310,18 @@ def stage_analyze(work, size, corpus_info, theta0, theta_prime, theta_hat, merge
     if done:
         say(f"reusing {stage.folder}")
         return done
+    return run_analyze(stage, theta0, picks, audio, files)
+
+
+def analyze_audio(corpus_info):
+    """Held-out audio the analysis reads: the ASR layout's LibriSpeech test split."""
+    return Path(corpus_info.get("analyze_audio") or Path(corpus_info["dir"]) / "asr" / "LibriSpeech" / "test")
+
+
+def run_analyze(stage, theta0, picks, audio, files):
+    """`speechft analyze` of ``picks`` ([(name, path)]) against θ0 into the stage's out/."""
+    from speechft_upstream.evaluate.analyze import OUTPUT_NAMES
+
     stage.start()
     # readable model names in the table: files named after what they are
     models = []
@@ -320,10 +332,7 @@ def stage_analyze(work, size, corpus_info, theta0, theta_prime, theta_hat, merge
         except OSError:
             shutil.copyfile(path, link)
         models.append(link)
-    cmd = speechft_cmd("analyze", "--base", theta0["path"], "--models", *models, "--audio", audio,
-                    "-o", stage.folder / "out", "--max-files", files)
     say(f"$ speechft analyze --base θ0 --models {' '.join(n for n, _ in picks)} --audio {audio} --max-files {files}")
-    run_cmd(cmd)
-    from speechft_upstream.evaluate.analyze import OUTPUT_NAMES
-
+    run_cmd(speechft_cmd("analyze", "--base", theta0["path"], "--models", *models, "--audio", audio,
+                         "-o", stage.folder / "out", "--max-files", files))
     return stage.finish({"dir": str((stage.folder / "out").resolve())}, [f"out/{n}" for n in OUTPUT_NAMES])
