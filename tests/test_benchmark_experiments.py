@@ -175,15 +175,18 @@ def test_plan_names_and_a_missing_producer_is_an_error(monkeypatch):
         plan.resolve(plan.default_plan())
     kept, skipped = plan.resolve(plan.default_plan(), skip_missing=True)
     assert [e.name for e in kept] == ["pr"] and skipped == ["l2"]
-    # the counts README.md quotes: full and quick, default and --paper (one unsupervised extra task)
+    # the counts README.md quotes: full and quick, default and --paper (one unsupervised extra task);
+    # the quick size's default plan has no baseline
+    assert [e.kind for e in plan.default_plan("PR", with_baseline=False)] == ["finetune"]
     from speechft_upstream.benchmark.sizes import DEFAULT_TASKS, NO_HEAD, SIZES
 
     with_extra = [plan._with(e, extra_task="PR_X") if e.kind == "unsupervised" else e for e in paper]
-    counts = {size: (plan.evaluation_count(plan.default_plan(), DEFAULT_TASKS, SIZES[size]["alphas"],
+    counts = {size: (plan.evaluation_count(plan.default_plan("PR", SIZES[size].get("default_baseline", True)),
+                                           DEFAULT_TASKS, SIZES[size]["alphas"],
                                            SIZES[size]["seeds"], NO_HEAD),
                      plan.evaluation_count(with_extra, DEFAULT_TASKS, SIZES[size]["alphas"], SIZES[size]["seeds"],
                                            NO_HEAD)) for size in ("full", "quick")}
-    assert counts == {"full": ((35, 105), (131, 393)), "quick": ((30, 90), (105, 315))}
+    assert counts == {"full": ((30, 90), (105, 315)), "quick": ((20, 60), (79, 237))}
 
 
 def test_paper_flag_in_help():

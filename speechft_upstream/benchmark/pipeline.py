@@ -80,7 +80,8 @@ def run(out="results", work="exp/mini_superb", size="full", seed=0, jobs=None, d
     if SIZES[size]["corpus"] is None and not data_root:
         raise SpeechFTError(f"--size {size}: needs --data-root (its budgets are for the SUPERB data sets)")
     if plan is None:
-        plan = plans.paper_plan(finetune_task) if paper else plans.default_plan(finetune_task)
+        plan = (plans.paper_plan(finetune_task) if paper else
+                plans.default_plan(finetune_task, SIZES[size].get("default_baseline", True)))
     if not plan or not plan[0].primary or plan[0].task != finetune_task:
         raise SpeechFTError(f"a plan starts with the default experiment (fine-tuning on {finetune_task})")
     skip = SIZES[size].get("skip_missing_producers", False) if skip_missing is None else skip_missing

@@ -78,11 +78,12 @@ class Experiment:
         return f"{self.prime}: {what}"
 
 
-def default_plan(finetune_task="PR"):
-    """./run.sh: one fine-tuning task with its α sweep, and one baseline on the same task."""
-    return [Experiment("pr" if finetune_task == "PR" else finetune_task.lower(), "finetune", finetune_task,
-                       primary=True),
-            baseline(DEFAULT_BASELINE, finetune_task)]
+def default_plan(finetune_task="PR", with_baseline=True):
+    """./run.sh: one fine-tuning task with its α sweep, and (``with_baseline``; not at the quick
+    size, see sizes.py) one baseline on the same task."""
+    plan = [Experiment("pr" if finetune_task == "PR" else finetune_task.lower(), "finetune", finetune_task,
+                       primary=True)]
+    return plan + [baseline(DEFAULT_BASELINE, finetune_task)] if with_baseline else plan
 
 
 def paper_plan(finetune_task="PR", language=None):
