@@ -132,7 +132,7 @@ def test_changed_settings_redo_only_what_depends_on_them(smoke, tmp_path):
     proc = run_py(["-m", "speechft_upstream.cli", "benchmark", "--smoke", "--out", tmp_path / "r", "--work",
                    smoke["work"]], env={"OMP_NUM_THREADS": "1"}, timeout=300)
     assert_ok(proc)
-    # θ0's runs start in the background; stage 5 takes over those not yet started (stages.Handoff),
+    # θ0's runs start in the background; stage 5 takes over those not yet started (stage_evaluations.Handoff),
     # so the one stale run is either a background line or stage 5's only run
     lines = proc.stderr.splitlines()
     background = [line for line in lines if "in the background] " in line]

@@ -2,14 +2,15 @@
 evaluate` without --fold (five leave-one-session-out folds, two seeds); on the mini corpus's one
 session, --fold fold1 with the stage key as before (existing caches stay valid).
 
-stages.stage_evaluate on the real recipe and runner at smoke budgets, a tiny random HuBERT."""
+stage_evaluations.stage_evaluate on the real recipe and runner at smoke budgets, a tiny random HuBERT."""
 
 import json
 import re
 
 import pytest
 
-from speechft_upstream.benchmark import er_folds, stages
+from speechft_upstream.benchmark import er_folds
+from speechft_upstream.benchmark import stage_evaluations as stages
 from speechft_upstream.benchmark.sizes import eval_budget
 from speechft_upstream.benchmark.stage import stage_key
 from tests.test_recipes import ok

@@ -1,4 +1,4 @@
-"""Stage 5 takes over the background evaluations it has not started (stages.Handoff): the
+"""Stage 5 takes over the background evaluations it has not started (stage_evaluations.Handoff): the
 background claims each run first and starts none after stop(); stage 5 skips the one running.
 
 The runs are replaced by a recorder (the real runs are covered by tests/test_benchmark.py), so
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from speechft_upstream.benchmark import stages
+from speechft_upstream.benchmark import stage_evaluations as stages
 
 
 @pytest.fixture

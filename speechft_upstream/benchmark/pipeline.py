@@ -42,7 +42,8 @@ from speechft_upstream.benchmark import plan as plans
 from speechft_upstream.benchmark.sizes import (ALPHAS, BASELINE, DEFAULT_TASKS, FINETUNE_TASKS, NO_DEV, NO_HEAD, SIZES,
                                                TASKS)
 from speechft_upstream.benchmark.stage import header, say, stage_key
-from speechft_upstream.benchmark.stages import Handoff, stage_analyze, stage_corpus, stage_evaluate, stage_theta0
+from speechft_upstream.benchmark.stage_evaluations import Handoff, stage_evaluate
+from speechft_upstream.benchmark.stages import stage_analyze, stage_corpus, stage_theta0
 from speechft_upstream.errors import SpeechFTError
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from speechft_upstream.benchmark.sizes import FINETUNE_TASKS, SIZES
 from speechft_upstream.benchmark.stage import Stage, run_cmd, say, speechft_cmd, stage_key
-from speechft_upstream.benchmark.stages import recipe_cmd
+from speechft_upstream.benchmark.task_runs import recipe_cmd
 from speechft_upstream.benchmark.task_runs import dev_values
 from speechft_upstream.errors import SpeechFTError
 

@@ -1,6 +1,6 @@
 """What the benchmark does differently per task: the data folder a recipe reads, where each
 task's recipe command and dev value (where it is printed, in which unit), one run's record, and
-QbE's one DTW run (see stages._eval_one)."""
+QbE's one DTW run (see stage_evaluations._eval_one)."""
 
 import json
 import os
