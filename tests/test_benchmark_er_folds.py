@@ -98,6 +98,12 @@ def test_five_sessions_run_every_fold_for_every_seed(tmp_path, tiny_hubert, comm
             assert names and all(name.startswith(f"Ses0{n}") for name in names)
     assert out["test"] == pytest.approx(sum(tests) / 2) and out["dev"] == pytest.approx(sum(devs) / 2)
     assert out["test"] == pytest.approx(json.loads((exp / "results.json").read_text())["value"])
+    # the report counts one runner per fold and seed, and says that ER is the folds' mean
+    from speechft_upstream.benchmark import provenance, report
+
+    assert provenance.evaluation_cost({("theta0", "ER"): out})["runs"] == 2 * len(FOLDS)
+    assert "mean of 5 leave-one-session-out folds" in report._folds_note({("theta0", "ER"): out}, "ER")
+    assert report._folds_note({("theta0", "ER"): {**out, "folds": ["fold1"]}}, "ER") == ""
     # the summary's readers take the combined files as they take any task's
     from speechft_upstream.benchmark import summary
 

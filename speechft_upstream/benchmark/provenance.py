@@ -75,7 +75,7 @@ def evaluation_cost(evals):
              "train_other": 0.0, "evaluate_other": 0.0, "steps": 0}
     for out in evals.values():
         for seed in out.get("seeds", {}).values():
-            parts["runs"] += 1
+            parts["runs"] += len(seed.get("folds") or ()) or 1  # five-fold ER: one runner per fold
             for mode in ("train", "evaluate"):
                 timing = (seed.get("timing") or {}).get(mode) or {}
                 for key in ("startup", "upstream_forward_train", "upstream_forward_evaluate", "train_other",

@@ -180,7 +180,7 @@ def markdown(context, rows, test_scores, analysis_dir):
     evals = ", ".join(f"{t}: DTW on layer(s) {b['layer']}, no head" if b.get("dtw") else
                       f"{t} at most {b['steps']} steps × batch {b['batch']}, lr {b['lr']:g}, dev every "
                       f"{b['eval_every']}" + (" (no dev split: the last checkpoint)" if t in NO_DEV else "")
-                      for t, b in budgets.items())
+                      + _folds_note(context["evals"], t) for t, b in budgets.items())
     cost = evaluation_cost(context["evals"])
     lines += ["", f"Evaluation heads: {evals}; patience {sizes.get('patience')} dev evaluations; gradient "
               f"accumulation 1; {context['jobs']} run(s) at a time on {context['device']}.", "",
@@ -195,6 +195,13 @@ def markdown(context, rows, test_scores, analysis_dir):
               "Rows: `results.json` / `results.csv` (one per encoder × task, test split, with the dev value); "
               "scores: `scores.json`."]
     return lines
+
+
+def _folds_note(evals, task):
+    """ER on five IEMOCAP sessions: each seed's value is the mean over the leave-one-session-out folds."""
+    folds = max((len(out.get("folds") or ()) for (_, t), out in evals.items() if t == task), default=0)
+    return (f" (each seed's value the mean of {folds} leave-one-session-out folds, each fold its own head; "
+            "dev the mean of the folds' dev-best values)") if folds > 1 else ""
 
 
 def summary_lines(out):
