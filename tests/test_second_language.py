@@ -173,3 +173,19 @@ def test_pr_recipe_finetunes_and_evaluates_on_it(lang, tiny_hubert, tmp_path):
     recipe("evaluate", "--ckpt", tiny_hubert, "--data", data, "--exp", tmp_path / "ev", *smoke)
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert results["metric"] == "per" and results["split"] == "test" and results["value"] >= 0
+
+
+def test_speechft_score_reads_the_second_languages_pr(tmp_path):
+    """--paper's results.json holds PR_CMN rows: `speechft score` with the mini references scores
+    them (FBANK measured, PER 0 perfect) instead of refusing the task."""
+    rows_ = [{"encoder": e, "task": "PR_CMN", "metric": "PER", "value": v, "split": "test"}
+             for e, v in (("fbank", 60.0), ("theta0", 45.0))]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(rows_))
+    out = tmp_path / "scores.json"
+    proc = run_py(["-m", "speechft_upstream.cli", "score", str(results), "--references",
+                   str(REPO / "speechft_upstream/evaluate/mini_superb_references.yaml"), "--tasks", "PR_CMN",
+                   "--json", str(out)])
+    assert_ok(proc)
+    scores = json.loads(out.read_text())
+    assert scores["scores"] == {"fbank": pytest.approx(0.0), "theta0": pytest.approx(250.0)}
