@@ -70,7 +70,7 @@ def base_task(task):
 SIZES = {
     "full": {
         # α 0.1 and 0.75 are merged but not evaluated: with the L2 baseline the default run must
-        # stay within an hour on 2 cores (benchmarks/regime.md, log of 2026-12-02 and 2026-12-03)
+        # stay within an hour on 2 cores (benchmarks/regime.md, log of 2026-12-02)
         "corpus": "default", "theta0": "shipped", "alphas": (0.25, 0.5, 1.0), "seeds": (1, 2, 3), "patience": 3,
         "finetune": {"steps": 800, "batch": 8, "lr": 1e-3, "beta": 0.1},
         "eval": {"PR": (800, 8, 1e-2, 100), "SID": (800, 8, 5e-3, 100), "KS": (600, 16, 5e-3, 100),
@@ -82,7 +82,7 @@ SIZES = {
     },
     "quick": {
         # within 10 minutes from a fresh clone: two α and no baseline in the default plan
-        # (--paper keeps its baselines); benchmarks/regime.md, log of 2026-12-03
+        # (--paper keeps its baselines); benchmarks/regime.md, log of 2026-12-02, second session
         "corpus": "quick", "theta0": "shipped", "alphas": (0.25, 1.0), "seeds": (1, 2, 3), "patience": 2,
         "default_baseline": False,
         "finetune": {"steps": 200, "batch": 8, "lr": 1e-3, "beta": 0.1},
