@@ -24,7 +24,7 @@ commands:
   --paper       the paper's experiments: θ′ on PR, SID and ER (each with its α), the multi-task merge,
                 the L2 / LoRA / early-checkpoint baselines, unsupervised pre-training on a second
                 language; the paper's table and its claims (README.md "The main job"); with --quick too
-  --quick       the same, smaller and shorter (about 12 minutes; report in results/quick/); other options go to
+  --quick       the same, smaller and shorter (about 7 minutes; report in results/quick/); other options go to
                 speechft benchmark (--out DIR, --work DIR, --jobs N, --tasks T,T; see
                 .venv/bin/speechft benchmark -h)
   --data-root DIR --theta0 CKPT [--gpus N | --slurm ...]

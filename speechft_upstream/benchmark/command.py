@@ -24,7 +24,7 @@ def add_parser(sub):
                         "unsupervised continued pre-training on a second language, merged back (also evaluated "
                         "on PR in that language); the report's table in the paper's layout with the claims. "
                         "Any size (with --quick: the quick budgets); prints the number of evaluation runs first")
-    p.add_argument("--quick", action="store_true", help="smaller corpus, fewer steps (about 12 minutes on 2 cores); "
+    p.add_argument("--quick", action="store_true", help="smaller corpus, fewer steps (about 7 minutes on 2 cores); "
                                                         "the same as --size quick")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: tiny everything
     p.add_argument("--size", metavar="SIZE",
