@@ -16,8 +16,8 @@ usage: ./run.sh [COMMAND] [ARGS...]
 
 commands:
   (none)        set up .venv if needed, then the main job, the offline mini-SUPERB benchmark
-                (speechft benchmark; 27 to 40 minutes on 2 cores from a fresh clone, set-up included):
-                eSpeak NG corpus, θ0 pre-trained on it, stable fine-tuning on PR -> θ′ and the L2 baseline, merges θ̂_α, α chosen on dev,
+                (speechft benchmark; 27 minutes on a quiet 2-core machine from a fresh clone, set-up included):
+                eSpeak NG corpus, the shipped θ0, stable fine-tuning on PR -> θ′ and the L2 baseline, merges θ̂_α, α chosen on dev,
                 SUPERB protocol for FBANK, θ0, θ′, θ̂, the baseline on PR, SID, KS, IC, ER (--tasks all: the ten SUPERB tasks);
                 report in results/ (results.md,
                 .csv, .json, scores.json, plots), stages cached in exp/mini_superb/ and reused
