@@ -260,6 +260,7 @@ def slurm_run(data_root, fairseq_theta0, tmp_path_factory):
             "data_root": data_root, "theta0": fairseq_theta0}
 
 
+@pytest.mark.slow  # the suite's time: its fixture is an 80-s --slurm benchmark run (submitit local); test_failed_jobs_are_one_line_naming_their_log stays in
 def test_every_command_ran_as_a_job(slurm_run):
     work = slurm_run["work"]
     # convert, fine-tune, the L2 baseline's fine-tuning, merge, analyze, the baselines' analysis,
@@ -275,6 +276,7 @@ def test_every_command_ran_as_a_job(slurm_run):
     assert "in the background]" not in err  # all evaluations submitted together in stage 5
 
 
+@pytest.mark.slow  # the suite's time: its fixture is an 80-s --slurm benchmark run (submitit local); test_failed_jobs_are_one_line_naming_their_log stays in
 def test_fairseq_theta0_converted_into_the_stage_folder(slurm_run):
     import hashlib
 
@@ -288,6 +290,7 @@ def test_fairseq_theta0_converted_into_the_stage_folder(slurm_run):
     assert files.read_encoder(converted, expect="hubert")[1] == "hubert"
 
 
+@pytest.mark.slow  # the suite's time: its fixture is an 80-s --slurm benchmark run (submitit local); test_failed_jobs_are_one_line_naming_their_log stays in
 def test_report_and_run_json_name_the_data_root(slurm_run):
     out = slurm_run["out"]
     rows = json.loads((out / "results.json").read_text())
@@ -305,6 +308,7 @@ def test_report_and_run_json_name_the_data_root(slurm_run):
     assert "--data-root" in (out / "results.md").read_text()
 
 
+@pytest.mark.slow  # the suite's time: its fixture is an 80-s --slurm benchmark run (submitit local); test_failed_jobs_are_one_line_naming_their_log stays in
 def test_second_run_reuses_every_stage_and_submits_nothing(slurm_run):
     err, work = slurm_run["second"].stderr, slurm_run["work"]
     for stage in ("theta0/theta0.pt", "finetune_pr/exp/theta_prime.pt", "merge", "analyze"):

@@ -57,6 +57,7 @@ def _recipe_results(more, encoder, task):
     return [json.loads((exp / f"seed{s}" / "results.json").read_text()) for s in (1, 2)]
 
 
+@pytest.mark.slow  # the suite's time: its fixture adds five tasks to the smoke run (110 s); each recipe's evaluate stays in test_recipes*.py / test_sf_asv.py
 def test_stages_reused_and_only_new_tasks_run(more):
     err = more["proc"].stderr
     for stage in ("corpus", "theta0", "finetune_pr", "merge"):
@@ -68,6 +69,7 @@ def test_stages_reused_and_only_new_tasks_run(more):
     print(f"\n[benchmark --tasks PR,ASR,SF,ASV,SD,QBE after the smoke run: {more['seconds']:.0f} s]")
 
 
+@pytest.mark.slow  # the suite's time: its fixture adds five tasks to the smoke run (110 s); each recipe's evaluate stays in test_recipes*.py / test_sf_asv.py
 def test_rows_units_and_values_match_the_recipes(more):
     rows = more["rows"]
     expected = sorted((e, t, m) for e in ENCODERS for t, ms in METRICS.items() for m in ms)
@@ -95,6 +97,7 @@ def test_rows_units_and_values_match_the_recipes(more):
     assert 0.0 <= qbe["value"] <= 1.0
 
 
+@pytest.mark.slow  # the suite's time: its fixture adds five tasks to the smoke run (110 s); each recipe's evaluate stays in test_recipes*.py / test_sf_asv.py
 def test_dev_values_seeds_and_missing_statistics(more):
     rows = more["rows"]
     for encoder in ENCODERS:
@@ -127,6 +130,7 @@ def test_dev_values_seeds_and_missing_statistics(more):
     assert set(run["settings"]["evaluate"]) == set(METRICS)
 
 
+@pytest.mark.slow  # the suite's time: its fixture adds five tasks to the smoke run (110 s); each recipe's evaluate stays in test_recipes*.py / test_sf_asv.py
 def test_dev_score_that_chose_alpha(more):
     """Recomputed from alpha_sweep.json and FBANK's dev values: main metrics only, ASV left out."""
     from speechft_upstream.benchmark.pipeline import selection_references
@@ -151,6 +155,7 @@ def test_dev_score_that_chose_alpha(more):
     assert float(best) == more["scores"]["alpha"]
 
 
+@pytest.mark.slow  # the suite's time: its fixture adds five tasks to the smoke run (110 s); each recipe's evaluate stays in test_recipes*.py / test_sf_asv.py
 def test_scores_match_speechft_score(more):
     proc = run_py(["-m", "speechft_upstream.cli", "score", more["out"] / "results.json", "--references", MINI_REFS])
     assert_ok(proc)

@@ -22,6 +22,7 @@ def accuracy(run, fold):
     return sum(predicted[name] == label for name, label in truth.items()) / len(truth)
 
 
+@pytest.mark.slow  # the suite's time (42 s): test_benchmark_er_folds.py runs er.sh evaluate on five sessions with seeds too
 def test_er_all_folds_with_seeds(tmp_path, tiny_hubert):
     root = make_iemocap(tmp_path / "iemocap")
     ok(run_prepare("iemocap.py", root))
